@@ -1,0 +1,191 @@
+"""What every method supplies, and the supervised training loop DIFAIR and the baseline share."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from methods.optim import DecoupledSGD, lr_at_epoch
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss; the trial must end as errored with this reason."""
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    channels: int
+    image_size: int
+    num_known: int
+    device: torch.device = torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base of every method's frozen config. Defaults are the published ones; unknown keys are rejected."""
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> MethodConfig:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} keys {unknown}; valid keys: {', '.join(sorted(fields))}"
+            )
+        hints = typing.get_type_hints(cls)
+        coerced = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
+        return cls(**coerced)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    # YAML and Optuna hand back ints for floats and numpy scalars; keep configs plain Python.
+    if isinstance(value, np.generic):
+        value = value.item()
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise ValueError(f"config key {key!r} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class TrainRecipe(MethodConfig):
+    """The recipe DIFAIR and its matched CE baseline share (difair.md §8, §10; baselines.md §2)."""
+
+    backbone: str = "auto"  # "vgg32" | "small" | "auto": small CNN below 32 px, VGG32 otherwise
+    dropout: float = 0.2
+    lr: float = 0.3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # decoupled, on every parameter
+    batch_size: int = 128
+    epochs: int = 600
+    warmup_epochs: int = 10
+    restarts: int = 2
+    lr_schedule: str = "cosine_restarts"  # or "cosine_restarts_reference"
+    aug_mode: str = "torchvision"
+    aug_magnitude: int = 9
+
+    def __post_init__(self) -> None:
+        if self.backbone not in ("auto", "vgg32", "small"):
+            raise ValueError(f"backbone must be auto, vgg32 or small, got {self.backbone!r}")
+        if self.lr_schedule not in ("cosine_restarts", "cosine_restarts_reference"):
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}")
+        if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1 or self.warmup_epochs < 0:
+            raise ValueError("lr must be > 0, batch_size and epochs >= 1, warmup_epochs >= 0")
+
+
+class Method(abc.ABC):
+    """One trained model of one method on one split. Plain PyTorch, no Ray."""
+
+    name: ClassVar[str]
+    task: ClassVar[str] = "osr"  # decides which metrics apply (computed in one place, trainables/runs.py)
+    Config: ClassVar[type[MethodConfig]]
+
+    def __init__(self, config: MethodConfig, info: DataInfo) -> None:
+        self.config = config
+        self.info = info
+
+    @abc.abstractmethod
+    def train_epoch(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int) -> dict[str, float]:
+        """One pass over the training batches; returns training logs (at least ``train_loss``)."""
+
+    @abc.abstractmethod
+    def evaluate(self, batches: Iterable[torch.Tensor]) -> dict[str, np.ndarray]:
+        """Raw outputs on unlabelled batches: ``pred`` (N,), ``score`` (N,, higher = more unknown) and
+        ``score_<name>`` for every named score (the primary one included)."""
+
+    def diagnostics(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
+        """Method-specific validation numbers that need labels (e.g. DIFAIR's hypersphere share)."""
+        return {}
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class SupervisedMethod(Method):
+    """A network trained by SGD with decoupled decay on a per-batch loss, the LR set per epoch.
+
+    Subclasses build ``self.model`` and implement ``loss`` and ``outputs``.
+    """
+
+    config: TrainRecipe
+    primary_score: ClassVar[str]
+
+    def __init__(self, config: TrainRecipe, info: DataInfo) -> None:
+        super().__init__(config, info)
+        self.model = self.build_model().to(info.device)
+        self.optimizer = DecoupledSGD(
+            self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+
+    @abc.abstractmethod
+    def build_model(self) -> torch.nn.Module: ...
+
+    @abc.abstractmethod
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``pred`` and ``score_<name>`` tensors for one batch, in eval mode without gradients."""
+
+    def lr_for_epoch(self, epoch: int) -> float:
+        c = self.config
+        return lr_at_epoch(epoch, c.lr, c.epochs, c.warmup_epochs, c.restarts, c.lr_schedule)
+
+    def train_epoch(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int) -> dict[str, float]:
+        lr = self.lr_for_epoch(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        total = torch.zeros((), device=self.info.device)
+        seen = 0
+        for x, y in batches:
+            loss = self.loss(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            # Accumulate on the device: a .item() per step would sync the GPU every batch.
+            total += loss.detach() * len(y)
+            seen += len(y)
+        train_loss = (total / max(seen, 1)).item()
+        if not math.isfinite(train_loss):
+            raise DivergedError(f"{self.name}: train loss became {train_loss} at epoch {epoch} (lr {lr:.4g})")
+        return {"train_loss": train_loss, "lr": lr}
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[torch.Tensor]) -> dict[str, np.ndarray]:
+        self.model.eval()
+        parts: dict[str, list[torch.Tensor]] = {}
+        for x in batches:
+            for key, value in self.outputs(x).items():
+                parts.setdefault(key, []).append(value.float() if value.is_floating_point() else value)
+        result = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+        result["score"] = result[f"score_{self.primary_score}"]
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
