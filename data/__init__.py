@@ -1,0 +1,20 @@
+"""Datasets as uint8 tensors, the standard OSR class splits (stored as data) and device-side augmentation.
+
+Plain PyTorch/numpy: nothing here imports Ray.
+"""
+
+from data.pools import DATASETS, DataMissingError, ImagePool, check_available, default_data_root, load_pool
+from data.splitting import Split, make_split, split_ids, to_training_labels
+
+__all__ = [
+    "DATASETS",
+    "DataMissingError",
+    "ImagePool",
+    "Split",
+    "check_available",
+    "default_data_root",
+    "load_pool",
+    "make_split",
+    "split_ids",
+    "to_training_labels",
+]

@@ -1,0 +1,285 @@
+"""Datasets as uint8 tensors on the CPU (protocol.md §1), loaded with the torchvision readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS: tuple[str, ...] = ("digits", "mnist", "svhn", "cifar10", "cifar+10", "cifar+50", "tiny_imagenet")
+
+SPLITS_DIR = Path(__file__).resolve().parent / "splits"
+DIGITS_SPLITS_FILE = SPLITS_DIR / "digits.json"
+
+TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TINY_IMAGENET_DIR = "tiny-imagenet-200"
+# Bump when the cached tensors' layout changes so stale caches are rebuilt, not misread.
+_TIN_CACHE_NAME = "osrtune-cache-v1.pt"
+
+_DIGIT_NAMES = tuple(str(d) for d in range(10))
+
+
+class DataMissingError(Exception):
+    """A dataset's files are absent (or corrupt) and downloading was not allowed."""
+
+
+@dataclass(frozen=True)
+class ImagePool:
+    """Everything a dataset offers: uint8 images (N, C, H, W) and int64 pool labels, on the CPU.
+
+    CIFAR+N pools: labels 0..9 are the CIFAR-10 classes and 10 + f is CIFAR-100 fine label f; train is
+    CIFAR-10 train followed by CIFAR-100 train, test likewise. TinyImageNet: labels are positions in the
+    sorted wnid list (torchvision ImageFolder order), ``class_names`` are the wnids and ``wnids_txt`` keeps
+    the order of the dataset's wnids.txt (protocol.md §4).
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    max_value: int
+    class_names: tuple[str, ...]
+    wnids_txt: tuple[str, ...] = ()
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+
+def default_data_root() -> Path:
+    """``$OSRTUNE_DATA`` if set, else ``./data`` relative to the working directory, made absolute."""
+    env = os.environ.get("OSRTUNE_DATA")
+    return Path(env).expanduser().resolve() if env else (Path.cwd() / "data").resolve()
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+
+
+def _required_files(name: str) -> list[str]:
+    """Paths (relative to the root) that the torchvision readers open for ``name``."""
+    if name == "mnist":
+        return [
+            f"MNIST/raw/{stem}-{kind}-idx{dim}-ubyte"
+            for stem in ("train", "t10k")
+            for kind, dim in (("images", 3), ("labels", 1))
+        ]
+    if name == "svhn":
+        return ["train_32x32.mat", "test_32x32.mat"]
+    cifar10 = [f"cifar-10-batches-py/{f}" for f in
+               ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                "test_batch", "batches.meta")]
+    if name == "cifar10":
+        return cifar10
+    if name in ("cifar+10", "cifar+50"):
+        return cifar10 + [f"cifar-100-python/{f}" for f in ("train", "test", "meta")]
+    if name == "tiny_imagenet":
+        return [f"{TINY_IMAGENET_DIR}/wnids.txt", f"{TINY_IMAGENET_DIR}/train",
+                f"{TINY_IMAGENET_DIR}/val/val_annotations.txt", f"{TINY_IMAGENET_DIR}/val/images"]
+    return []
+
+
+def _missing_message(name: str, root: Path, what: str) -> str:
+    return (f"{name} not found under {root} ({what}): pass --download to fetch it there "
+            f"(or --data-root / OSRTUNE_DATA to point at an existing copy)")
+
+
+def check_available(name: str, root: str | os.PathLike, download: bool) -> None:
+    """Cheap presence check (no loading); raises DataMissingError if files are absent and download is off.
+
+    Raises ValueError for an unknown dataset name. ``digits`` ships with scikit-learn and never raises.
+    """
+    _check_name(name)
+    if download:
+        return
+    root = Path(root).expanduser().resolve()
+    missing = [rel for rel in _required_files(name) if not (root / rel).exists()]
+    if missing:
+        extra = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DataMissingError(_missing_message(name, root, f"missing {missing[0]}{extra}"))
+
+
+def load_pool(name: str, root: str | os.PathLike, download: bool = False) -> ImagePool:
+    """Load dataset ``name`` from ``root`` (downloading it there only when ``download`` is True)."""
+    check_available(name, root, download)
+    root = Path(root).expanduser().resolve()
+    if download and name != "digits":
+        root.mkdir(parents=True, exist_ok=True)
+    try:
+        if name == "digits":
+            return _load_digits()
+        if name == "mnist":
+            return _load_mnist(root, download)
+        if name == "svhn":
+            return _load_svhn(root, download)
+        if name == "cifar10":
+            return _load_cifar10(root, download)
+        if name in ("cifar+10", "cifar+50"):
+            return _load_cifar_plus(name, root, download)
+        return _load_tiny_imagenet(root, download)
+    except RuntimeError as err:
+        # torchvision signals absent or corrupt files (failed MD5) with a bare RuntimeError that
+        # suggests its own download=True flag; say it in this tool's terms instead.
+        if download or "download=True" not in str(err):
+            raise
+        raise DataMissingError(_missing_message(name, root, "files missing or corrupted")) from err
+
+
+def _labels(values: object) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values, dtype=np.int64))
+
+
+def _nhwc_to_nchw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.uint8).transpose(0, 3, 1, 2)))
+
+
+def read_digits_partition() -> tuple[np.ndarray, np.ndarray]:
+    """The stored digits train/test partition: indices into sklearn's ``load_digits`` (protocol.md §1)."""
+    stored = json.loads(DIGITS_SPLITS_FILE.read_text())
+    part = stored["partition"]
+    return np.asarray(part["train"], dtype=np.int64), np.asarray(part["test"], dtype=np.int64)
+
+
+def _load_digits() -> ImagePool:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(np.asarray(bunch.images, dtype=np.uint8)[:, None])  # 0..16 fits uint8 exactly
+    labels = _labels(bunch.target)
+    train_idx, test_idx = (torch.from_numpy(a) for a in read_digits_partition())
+    return ImagePool("digits", images[train_idx].contiguous(), labels[train_idx],
+                     images[test_idx].contiguous(), labels[test_idx], 16, _DIGIT_NAMES)
+
+
+def _load_mnist(root: Path, download: bool) -> ImagePool:
+    from torchvision.datasets import MNIST
+
+    parts = [MNIST(str(root), train=t, download=download) for t in (True, False)]
+    xs = [p.data.to(torch.uint8)[:, None].contiguous() for p in parts]
+    ys = [p.targets.to(torch.int64) for p in parts]
+    return ImagePool("mnist", xs[0], ys[0], xs[1], ys[1], 255, _DIGIT_NAMES)
+
+
+def _load_svhn(root: Path, download: bool) -> ImagePool:
+    from torchvision.datasets import SVHN
+
+    # Only "train" and "test": protocol.md §1 excludes the "extra" split. torchvision already maps the
+    # .mat files' label 10 to digit 0.
+    parts = [SVHN(str(root), split=s, download=download) for s in ("train", "test")]
+    xs = [torch.from_numpy(np.ascontiguousarray(p.data, dtype=np.uint8)) for p in parts]
+    ys = [_labels(p.labels) for p in parts]
+    return ImagePool("svhn", xs[0], ys[0], xs[1], ys[1], 255, _DIGIT_NAMES)
+
+
+def _read_cifar(cls: type, root: Path, download: bool) -> tuple[torch.Tensor, ...]:
+    parts = [cls(str(root), train=t, download=download) for t in (True, False)]
+    return (_nhwc_to_nchw(parts[0].data), _labels(parts[0].targets),
+            _nhwc_to_nchw(parts[1].data), _labels(parts[1].targets), tuple(parts[0].classes))
+
+
+def _load_cifar10(root: Path, download: bool) -> ImagePool:
+    from torchvision.datasets import CIFAR10
+
+    tx, ty, vx, vy, names = _read_cifar(CIFAR10, root, download)
+    return ImagePool("cifar10", tx, ty, vx, vy, 255, names)
+
+
+def _load_cifar_plus(name: str, root: Path, download: bool) -> ImagePool:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    tx10, ty10, vx10, vy10, names10 = _read_cifar(CIFAR10, root, download)
+    tx100, ty100, vx100, vy100, names100 = _read_cifar(CIFAR100, root, download)
+    offset = len(names10)
+    return ImagePool(
+        name,
+        torch.cat([tx10, tx100]), torch.cat([ty10, ty100 + offset]),
+        torch.cat([vx10, vx100]), torch.cat([vy10, vy100 + offset]),
+        255, names10 + names100,
+    )
+
+
+def _decode_rgb(paths: list[Path]) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+
+    def one(p: Path) -> torch.Tensor:
+        img = decode_image(str(p), mode=ImageReadMode.RGB)  # some TinyImageNet JPEGs are greyscale
+        if img.shape != (3, 64, 64):
+            raise ValueError(f"{p}: expected a 64x64 image, got shape {tuple(img.shape)}")
+        return img
+
+    if not paths:
+        return torch.zeros((0, 3, 64, 64), dtype=torch.uint8)
+    out = torch.empty((len(paths), 3, 64, 64), dtype=torch.uint8)
+    # torchvision 0.29 deprecates its decoders in favour of TorchCodec, which is not a dependency here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+            for i, img in enumerate(pool.map(one, paths, chunksize=256)):
+                out[i] = img
+    return out
+
+
+def _read_tiny_imagenet_tree(base: Path) -> dict:
+    wnids_txt = tuple(w for w in (base / "wnids.txt").read_text().split() if w)
+    sorted_wnids = tuple(sorted(wnids_txt))
+    label_of = {w: i for i, w in enumerate(sorted_wnids)}
+    train_dirs = sorted(d.name for d in (base / "train").iterdir() if d.is_dir())
+    if tuple(train_dirs) != sorted_wnids:
+        raise ValueError(f"{base}: train/ class folders do not match wnids.txt")
+    train_paths: list[Path] = []
+    train_labels: list[int] = []
+    for w in sorted_wnids:
+        files = sorted((base / "train" / w / "images").glob("*.JPEG"))
+        train_paths += files
+        train_labels += [label_of[w]] * len(files)
+    val = []
+    for line in (base / "val" / "val_annotations.txt").read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 2:
+            val.append((fields[0], label_of[fields[1]]))
+    val.sort()
+    return {
+        "train_x": _decode_rgb(train_paths),
+        "train_y": torch.tensor(train_labels, dtype=torch.int64),
+        "test_x": _decode_rgb([base / "val" / "images" / f for f, _ in val]),
+        "test_y": torch.tensor([lab for _, lab in val], dtype=torch.int64),
+        "class_names": list(sorted_wnids),
+        "wnids_txt": list(wnids_txt),
+    }
+
+
+def _load_tiny_imagenet(root: Path, download: bool) -> ImagePool:
+    base = root / TINY_IMAGENET_DIR
+    if download and not (base / "wnids.txt").exists():
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        download_and_extract_archive(TINY_IMAGENET_URL, str(root))
+    cache = base / _TIN_CACHE_NAME
+    data = None
+    if cache.exists():
+        try:
+            data = torch.load(cache, weights_only=True)
+        except Exception:  # a truncated or foreign cache file is rebuilt from the images
+            data = None
+    if data is None:
+        data = _read_tiny_imagenet_tree(base)
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+        try:
+            torch.save(data, tmp)
+            os.replace(tmp, cache)  # atomic, so a concurrent reader never sees half a file
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a read-only data folder only loses the cache, not the load
+    return ImagePool("tiny_imagenet", data["train_x"], data["train_y"], data["test_x"], data["test_y"],
+                     255, tuple(data["class_names"]), tuple(data["wnids_txt"]))
