@@ -18,6 +18,8 @@ SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 DIGITS_SPLITS_FILE = SPLITS_DIR / "digits.json"
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+# MD5 of that zip as published by many dataset wrappers; a truncated download then fails loudly.
+TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 TINY_IMAGENET_DIR = "tiny-imagenet-200"
 # Bump when the cached tensors' layout changes so stale caches are rebuilt, not misread.
 _TIN_CACHE_NAME = "osrtune-cache-v1.pt"
@@ -265,7 +267,7 @@ def _load_tiny_imagenet(root: Path, download: bool) -> ImagePool:
     if download and not (base / "wnids.txt").exists():
         from torchvision.datasets.utils import download_and_extract_archive
 
-        download_and_extract_archive(TINY_IMAGENET_URL, str(root))
+        download_and_extract_archive(TINY_IMAGENET_URL, str(root), md5=TINY_IMAGENET_MD5)
     cache = base / _TIN_CACHE_NAME
     data = None
     if cache.exists():
