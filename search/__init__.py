@@ -1,0 +1,1 @@
+"""Command line and experiment assembly (the only place besides trainables/ that imports Ray)."""

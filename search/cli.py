@@ -1,0 +1,250 @@
+"""Command-line flags of ``python search/run.py`` and their validation.
+
+Everything a user can get wrong is checked here, before anything is written: a bad flag ends in one
+line naming the problem and the fix, and exit status 2 (UsageError)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data import DATASETS, DataMissingError, check_available, default_data_root, split_ids
+from methods import get_method, method_names
+
+
+class UsageError(Exception):
+    """A user mistake: reported as one line, exit status 2, nothing written."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message over several lines
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python search/run.py",
+        description="Search the hyperparameters of an open-set recognition method with Ray Tune, "
+        "Optuna (TPE) and ASHA, choosing on validation data and reporting test metrics over class splits.",
+    )
+    p.add_argument("--method", help=f"method to search: {', '.join(method_names())}")
+    p.add_argument("--dataset", help=f"dataset: {', '.join(DATASETS)} (default digits)")
+    p.add_argument("--data-root", help="where datasets live (default ./data, or $OSRTUNE_DATA)")
+    p.add_argument("--download", action="store_true", help="download the dataset into --data-root if missing")
+    p.add_argument("--splits", default="all", help="class splits to train in every trial: 'all' or a list like 0,1")
+    p.add_argument("--seeds", type=int, help="seeds per split (search default 1; --config re-runs: 3 on digits, else 1)")
+    p.add_argument("--num-samples", type=int, default=20, help="number of trials (default 20)")
+    p.add_argument("--max-epochs", type=int, help="epochs per trial, ASHA's max_t (default 30; with --config: the file's)")
+    p.add_argument("--searcher", choices=["optuna", "random"], default="optuna",
+                   help="optuna: TPE; random: Optuna's random sampler (default optuna)")
+    p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha", help="early stopping (default asha)")
+    p.add_argument("--metric", default="val_auroc", help="validation metric to maximise (default val_auroc)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=str, default="0",
+                   help="GPUs per trial: a whole number or a fraction 1/k such as 0.5 or 1/4 (default 0)")
+    p.add_argument("--max-concurrent", type=int, help="most trials at once (default: as resources allow)")
+    p.add_argument("--storage-path", help="experiment folders go here (default ./results)")
+    p.add_argument("--name", help="experiment name (default <method>-<dataset>-<time>); needed with --resume")
+    p.add_argument("--optuna-storage", help="Optuna database URL (default: sqlite file optuna.db in the experiment)")
+    p.add_argument("--address", help="Ray cluster to join: 'auto' or ray://HOST:PORT (default: start Ray here)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the first training seed (default 0)")
+    p.add_argument("--config", help="re-train the config of an exported YAML on every split (no search)")
+    p.add_argument("--export", help="also write the best config YAML here (always written as best.yaml in the experiment)")
+    return p
+
+
+@dataclass
+class Request:
+    """A validated command line."""
+
+    method: str
+    dataset: str
+    data_root: Path
+    download: bool
+    splits: list[int]
+    seeds: list[int]
+    num_samples: int
+    max_epochs: int
+    searcher: str
+    scheduler: str
+    metric: str
+    mode: str
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int | None
+    storage_path: str
+    name: str
+    optuna_storage: str | None
+    address: str | None
+    resume: bool
+    seed: int
+    export: Path | None
+    fixed_config: dict[str, Any] | None = None  # --config: the hyperparameters to re-train
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def is_remote_storage(self) -> bool:
+        return "://" in self.storage_path
+
+    @property
+    def experiment_path(self) -> str:
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+
+def parse_gpus(text: str) -> float:
+    """Whole GPUs or a 1/k share: 0, 1, 2, 0.5, 1/4 … (fractions are logical, see DESIGN.md)."""
+    try:
+        value = Fraction(text).limit_denominator(64)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--gpus-per-trial {text!r} is not a number: use a whole number or 1/k (0.5, 0.25)") from None
+    if value < 0 or (value < 1 and value != 0 and value.numerator != 1) or (value > 1 and value.denominator != 1):
+        raise UsageError(f"--gpus-per-trial {text} must be a whole number or a fraction 1/k such as 0.5 or 0.25")
+    return float(value)
+
+
+def parse_splits(text: str, dataset: str) -> list[int]:
+    valid = split_ids(dataset)
+    if text.strip() == "all":
+        return valid
+    try:
+        chosen = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--splits {text!r}: give 'all' or split ids like 0,1") from None
+    missing = [s for s in chosen if s not in valid]
+    if missing or not chosen:
+        raise UsageError(f"--splits {text}: {dataset} has splits {','.join(map(str, valid))}")
+    return sorted(set(chosen))
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise UsageError(f"--config {path}: cannot read it ({err.strerror}); give the path of an exported best.yaml") from None
+    except yaml.YAMLError as err:
+        raise UsageError(f"--config {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not {"method", "dataset", "config"} <= set(doc) or not isinstance(doc["config"], dict):
+        raise UsageError(f"--config {path}: expected a mapping with keys method, dataset, config (as written by --export)")
+    return doc
+
+
+def _fill_from_experiment(args: argparse.Namespace) -> None:
+    """--resume rebuilds the experiment as it was started; flags that would change it must agree."""
+    if not args.name:
+        raise UsageError("--resume needs --name: the name of the experiment folder to continue")
+    storage = args.storage_path or "results"
+    if "://" in storage:
+        raise UsageError("--resume reads the experiment from a local or mounted --storage-path")
+    path = Path(storage).expanduser().absolute() / args.name / "experiment.yaml"
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        raise UsageError(f"--resume: no osrtune experiment at {path.parent}; check --name and --storage-path") from None
+    for key in ("method", "dataset"):
+        given = getattr(args, key)
+        if given and given != doc[key]:
+            raise UsageError(f"--resume: experiment {args.name} is {key} {doc[key]!r}, not {given!r}")
+        setattr(args, key, doc[key])
+    args.splits = ",".join(map(str, doc["splits"]))
+    args.seeds, args.seed = len(doc["seeds"]), doc["seeds"][0]
+    args.max_epochs, args.metric, args.num_samples = doc["max_epochs"], doc["metric"], doc["num_samples"]
+    args.data_root = args.data_root or doc["data_root"]
+
+
+def objective_mode(metric: str) -> str:
+    return "min" if "loss" in metric or "fpr" in metric else "max"
+
+
+def validate(args: argparse.Namespace, argv: list[str]) -> Request:
+    fixed: dict[str, Any] | None = None
+    method, dataset = args.method, args.dataset
+    if args.resume:
+        _fill_from_experiment(args)
+        method, dataset = args.method, args.dataset
+    if args.config:
+        doc = load_config_file(args.config)
+        if method and method != doc["method"] or dataset and dataset != doc["dataset"]:
+            raise UsageError(f"--config {args.config} is for {doc['method']} on {doc['dataset']}: drop --method/--dataset")
+        method, dataset, fixed = doc["method"], doc["dataset"], dict(doc["config"])
+    if not method:
+        raise UsageError(f"--method is required: one of {', '.join(method_names())}")
+    dataset = dataset or "digits"
+    try:
+        method_cls = get_method(method)
+    except KeyError:
+        raise UsageError(f"unknown method {method!r}: choose one of {', '.join(method_names())}") from None
+    if dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    if args.metric.startswith("test_"):
+        raise UsageError(f"--metric {args.metric}: test metrics are never an objective; use a validation metric such as val_auroc")
+    if not args.metric.startswith("val_") and args.metric != "train_loss":
+        raise UsageError(f"--metric {args.metric}: use a validation metric (val_auroc, val_acc, val_oscr, …)")
+    if args.num_samples is not None and args.num_samples <= 0:
+        raise UsageError(f"--num-samples must be positive, got {args.num_samples}")
+    if args.max_epochs is not None and args.max_epochs <= 0:
+        raise UsageError(f"--max-epochs must be positive, got {args.max_epochs}")
+    if args.seeds is not None and args.seeds <= 0:
+        raise UsageError(f"--seeds must be positive, got {args.seeds}")
+    if args.cpus_per_trial <= 0:
+        raise UsageError(f"--cpus-per-trial must be positive, got {args.cpus_per_trial}")
+    if args.max_concurrent is not None and args.max_concurrent <= 0:
+        raise UsageError(f"--max-concurrent must be positive, got {args.max_concurrent}")
+    gpus = parse_gpus(args.gpus_per_trial)
+    splits = parse_splits(args.splits, dataset)
+
+    if fixed is not None:
+        if args.max_epochs:
+            fixed["epochs"] = args.max_epochs
+        try:
+            method_cls.Config.from_dict(fixed)
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"--config {args.config}: {err}") from None
+        max_epochs = int(fixed.get("epochs", method_cls.Config().epochs))
+        n_seeds = args.seeds or (3 if dataset == "digits" else 1)
+    else:
+        max_epochs = args.max_epochs or 30
+        n_seeds = args.seeds or 1
+
+    data_root = Path(args.data_root or default_data_root()).expanduser().absolute()
+    try:
+        check_available(dataset, data_root, args.download)
+    except DataMissingError as err:
+        raise UsageError(str(err)) from None
+
+    storage = args.storage_path or "results"
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().absolute())
+    if args.resume and not args.name:
+        raise UsageError("--resume needs --name: the name of the experiment folder to continue")
+    if args.resume and args.config:
+        raise UsageError("--resume continues a search: drop --config")
+    from datetime import datetime
+
+    name = args.name or f"{method}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    if "/" in name or name.startswith("."):
+        raise UsageError(f"--name {name!r} must be a plain folder name")
+    request = Request(
+        method=method, dataset=dataset, data_root=data_root, download=args.download, splits=splits,
+        seeds=[args.seed + i for i in range(n_seeds)], num_samples=args.num_samples, max_epochs=max_epochs,
+        searcher=args.searcher, scheduler=args.scheduler, metric=args.metric, mode=objective_mode(args.metric),
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus, max_concurrent=args.max_concurrent,
+        storage_path=storage, name=name, optuna_storage=args.optuna_storage, address=args.address,
+        resume=args.resume, seed=args.seed, export=Path(args.export).absolute() if args.export else None,
+        fixed_config=fixed, argv=argv,
+    )
+    if not request.is_remote_storage:
+        exists = os.path.exists(request.experiment_path)
+        if request.resume and not exists:
+            raise UsageError(f"--resume: no experiment {request.experiment_path}; check --name and --storage-path")
+        if exists and not request.resume:
+            raise UsageError(f"experiment {request.experiment_path} exists: pass --resume to continue it, or another --name")
+    if request.export is not None and not request.export.parent.is_dir():
+        raise UsageError(f"--export {request.export}: folder {request.export.parent} does not exist")
+    return request

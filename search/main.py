@@ -1,0 +1,50 @@
+"""Parse, validate, run, report. User mistakes end as one line and exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from search.cli import Request, UsageError, build_parser, validate
+
+
+def execute(request: Request) -> int:
+    import ray
+
+    from search.experiment import check_placement, run_experiment, start_ray
+    from search.report import Summary, choose_best, collect, export_yaml, render
+
+    started = start_ray(request)
+    try:
+        check_placement(request)
+        grid = run_experiment(request)
+    finally:
+        if started:
+            ray.shutdown()
+    outcomes = collect(grid, request.metric, request.mode, request.max_epochs)
+    summary = Summary(request.method, request.dataset, request.metric, outcomes)
+    if request.fixed_config is not None:
+        summary.chosen = [o for o in outcomes if o.status == "finished"]
+    else:
+        best = choose_best(outcomes, request.mode)
+        summary.chosen = [best] if best else []
+    best_yaml = None
+    if summary.chosen:
+        targets = [request.export] if request.export else []
+        if not request.is_remote_storage:
+            targets.insert(0, Path(request.experiment_path) / "best.yaml")
+        for target in targets:
+            export_yaml(summary, target)
+        best_yaml = targets[0] if targets else None
+    print(render(summary, best_yaml))
+    return 0 if summary.chosen else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        request = validate(build_parser().parse_args(argv), argv)
+        return execute(request)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

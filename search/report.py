@@ -1,0 +1,130 @@
+"""The end of an experiment: every trial's end state, the best config chosen on validation, its test
+metrics as mean ± std over (split, seed) runs, and the YAML that re-runs it."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from ray import tune
+
+from results_analysis.tables import config_key, summarize
+
+
+@dataclass
+class TrialOutcome:
+    trial_id: str
+    path: Path
+    status: str  # finished | pruned | errored
+    value: float | None  # last reported objective
+    reason: str = ""
+    final: dict[str, Any] | None = None
+
+
+@dataclass
+class Summary:
+    method: str
+    dataset: str
+    metric: str
+    outcomes: list[TrialOutcome]
+    chosen: list[TrialOutcome] = field(default_factory=list)  # the trial(s) whose runs make up the result
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.chosen[0].final["config"] if self.chosen else {}
+
+    def table(self, phase: str) -> pd.DataFrame:
+        """Mean ± std over the chosen runs, one row per metric (results_analysis does the arithmetic)."""
+        rows = [{**r, "method": self.method, "dataset": self.dataset, "config": config_key(self.config),
+                 "status": "finished", "trial_id": o.trial_id}
+                for o in self.chosen for r in o.final["records"] if r["phase"] == phase]
+        if not rows:
+            return pd.DataFrame()
+        return summarize(pd.DataFrame(rows), phase=phase).set_index("metric")
+
+
+def collect(grid: tune.ResultGrid, metric: str, mode: str, max_epochs: int) -> list[TrialOutcome]:
+    outcomes = []
+    for result in grid:
+        path = Path(result.path)
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or path.name
+        final_file = path / "final_metrics.json"
+        final = json.loads(final_file.read_text()) if final_file.exists() else None
+        value = metrics.get(metric)
+        if result.error is not None:
+            lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
+            outcomes.append(TrialOutcome(trial_id, path, "errored", value, reason=lines[-1] if lines else "error"))
+        elif final is not None and metrics.get("training_iteration", 0) >= max_epochs:
+            outcomes.append(TrialOutcome(trial_id, path, "finished", value, final=final))
+        else:
+            outcomes.append(TrialOutcome(trial_id, path, "pruned", value,
+                                         reason=f"stopped after {metrics.get('training_iteration', 0)} epochs"))
+    return outcomes
+
+
+def choose_best(outcomes: list[TrialOutcome], mode: str) -> TrialOutcome | None:
+    """Best finished trial by its last validation objective (test metrics are never looked at)."""
+    finished = [o for o in outcomes if o.status == "finished" and o.value is not None and math.isfinite(o.value)]
+    if not finished:
+        return None
+    return (max if mode == "max" else min)(finished, key=lambda o: o.value)
+
+
+def render(summary: Summary, best_yaml: Path | None) -> str:
+    counts = {s: sum(o.status == s for o in summary.outcomes) for s in ("finished", "pruned", "errored")}
+    lines = [f"\n{summary.method} on {summary.dataset}: {len(summary.outcomes)} trials, "
+             + ", ".join(f"{n} {s}" for s, n in counts.items())]
+    for o in summary.outcomes:
+        if o.status == "errored":
+            lines.append(f"  errored {o.trial_id}: {o.reason}")
+    if not summary.chosen:
+        lines.append("No trial finished all its epochs: no best config.")
+        return "\n".join(lines)
+    lines.append(f"\nBest config (trial {', '.join(o.trial_id for o in summary.chosen[:3])}"
+                 f"{' …' if len(summary.chosen) > 3 else ''}), chosen on {summary.metric}:")
+    width = max(len(k) for k in summary.config)
+    lines += [f"  {k:<{width}}  {v}" for k, v in summary.config.items()]
+    for phase in ("val", "test"):
+        table = summary.table(phase)
+        if table.empty:
+            continue
+        n = int(table["n_runs"].max())
+        lines.append(f"\n{phase} metrics, mean ± std over {n} (split, seed) runs [per-split means]:")
+        split_cols = [c for c in table.columns if c.startswith("mean_split")]
+        for metric, row in table.iterrows():
+            per_split = "  ".join(f"s{c[10:]}={row[c]:.4f}" for c in split_cols)
+            std = "nan" if math.isnan(row["std"]) else f"{row['std']:.4f}"
+            lines.append(f"  {metric:<26} {row['mean']:.4f} ± {std}   [{per_split}]")
+    if best_yaml is not None:
+        lines.append(f"\nBest config written to {best_yaml}")
+        lines.append(f"Re-run it on every split: python search/run.py --config {best_yaml}")
+    return "\n".join(lines)
+
+
+def export_yaml(summary: Summary, path: Path) -> None:
+    """Top-level keys method, dataset, config, metrics, command (and derived values for the record)."""
+    metrics: dict[str, Any] = {}
+    for phase in ("val", "test"):
+        table = summary.table(phase)
+        metrics[phase] = {
+            m: {"mean": float(r["mean"]), "std": None if math.isnan(r["std"]) else float(r["std"]), "n": int(r["n_runs"])}
+            for m, r in table.iterrows()
+        }
+    doc = {
+        "method": summary.method,
+        "dataset": summary.dataset,
+        "config": summary.config,
+        "metrics": {"objective": summary.metric, **metrics},
+        "derived": summary.chosen[0].final.get("derived", {}),
+        "conventions": summary.chosen[0].final.get("conventions", {}),
+        "command": f"python search/run.py --config {path}",
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,36 @@
+"""Search spaces, one module per method (``spaces/<method>.py``), found by name.
+
+A space module defines ``define(trial, max_epochs) -> dict`` (Optuna define-by-run: suggested values
+are captured from the trial, the returned dict holds the fixed ones) and ``asha(max_epochs) -> dict``
+(its early-stopping settings). Parameters that only steer the search, such as an on/off switch, are
+named ``search/...`` so they land under the config's ``search`` key, which the trainable ignores."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+def get_space(method: str) -> ModuleType:
+    try:
+        module = importlib.import_module(f"spaces.{method}")
+    except ModuleNotFoundError as err:
+        raise KeyError(f"no search space for method {method!r} (expected spaces/{method}.py)") from err
+    for name in ("define", "asha"):
+        if not callable(getattr(module, name, None)):
+            raise TypeError(f"spaces/{method}.py must define {name}()")
+    return module
+
+
+def recipe_fixed(max_epochs: int) -> dict[str, int]:
+    """Settings of the shared SGD recipe that follow from the budget rather than being searched.
+
+    The spec's 10 warm-up epochs assume 600; with ASHA deciding after the first epochs, a warm-up
+    longer than a tenth of the budget would judge barely trained models, so it shrinks with the
+    budget (10 at 100 epochs and more)."""
+    return {"epochs": max_epochs, "warmup_epochs": min(10, max_epochs // 10)}
+
+
+def asha_default(max_epochs: int) -> dict[str, int]:
+    """Rungs at grace·3^k epochs: a tenth of the budget first, at least one epoch."""
+    return {"grace_period": max(1, max_epochs // 10), "reduction_factor": 3}

@@ -1,0 +1,60 @@
+"""The one Ray Tune trainable: a config in, metrics and checkpoints out. All the work is in runs.py."""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from trainables.runs import DataBundle, TrialRuns
+
+CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_EVERY = 5
+
+
+def pick_device() -> torch.device:
+    """The GPU Ray assigned to this trial, capped to the trial's share when the share is fractional."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    share = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
+    if share <= 0:
+        return torch.device("cpu")
+    if share < 1:
+        # Fractional GPUs are logical in Ray: without this cap co-located trials can starve each other.
+        torch.cuda.set_per_process_memory_fraction(share)
+    return torch.device("cuda")
+
+
+def train_osr(config: dict[str, Any], bundle: DataBundle) -> None:
+    ctx = tune.get_context()
+    runs = TrialRuns(config, bundle, pick_device())
+    first_epoch = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True)
+        first_epoch = runs.load_state_dict(state) + 1
+
+    try:
+        for epoch in range(first_epoch, runs.epochs):
+            metrics = runs.train_epoch(epoch)
+            last = epoch == runs.epochs - 1
+            if last:
+                # Test before the final report: once it is in, Tune may end this function at any time.
+                runs.write_final(Path(ctx.get_trial_dir()), ctx.get_trial_id(), metrics)
+            if last or (epoch + 1) % CHECKPOINT_EVERY == 0:
+                with tempfile.TemporaryDirectory() as folder:
+                    torch.save(runs.state_dict(epoch), Path(folder) / CHECKPOINT_FILE)
+                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            else:
+                tune.report(metrics)
+    finally:
+        # reuse_actors keeps this process for the next trial: free the model and optimiser now.
+        del runs
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,301 @@
+"""The work of one trial without Ray: train a config on each (split, seed), validate every epoch,
+test once at the end. The Ray trainable (trainables/osr.py) only adds reporting and checkpoints, and
+bench/overhead.py runs this same code bare to measure what Tune costs."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data import ImagePool, Split, to_training_labels
+from data.augment import AugmentPolicy, Normalizer, augment, default_policy, fit_normalizer, resize
+from methods import DataInfo, Method, get_method
+from methods.backbones import resolve_backbone
+from results_analysis.metrics import auroc, osr_metrics
+
+# Keys of a trial config that describe the experiment rather than the method's hyperparameters.
+META_KEYS = ("method", "dataset", "splits", "seeds", "search")
+EVAL_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """What a search ships to its trials once, through Ray's object store: the dataset as uint8 numpy
+    arrays (zero-copy out of the store) and the class splits of the experiment."""
+
+    dataset: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    max_value: int
+    splits: Mapping[int, Split]
+
+    @classmethod
+    def from_pool(cls, pool: ImagePool, splits: Mapping[int, Split]) -> DataBundle:
+        return cls(
+            dataset=pool.name,
+            train_x=pool.train_x.numpy(),
+            train_y=pool.train_y.numpy(),
+            test_x=pool.test_x.numpy(),
+            test_y=pool.test_y.numpy(),
+            max_value=pool.max_value,
+            splits=dict(splits),
+        )
+
+    @property
+    def fingerprint(self) -> tuple:
+        return (self.dataset, self.train_x.shape, self.test_x.shape, tuple(sorted(self.splits)))
+
+
+def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(experiment meta, method hyperparameters) of a trial config."""
+    meta = {k: config[k] for k in META_KEYS if k in config}
+    hparams = {k: v for k, v in config.items() if k not in META_KEYS}
+    return meta, hparams
+
+
+def model_input_size(dataset: str, native_size: int, backbone: str) -> int:
+    # difair.md §9.1: only MNIST is resized (28 → 32), and only for the VGG32 trunk that expects 32 px.
+    if dataset == "mnist" and resolve_backbone(backbone, native_size) == "vgg32":
+        return 32
+    return native_size
+
+
+# With reuse_actors=True the same worker runs many trials: keep the dataset on the device between them.
+_DEVICE_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _on_device(bundle: DataBundle, part: str, device: torch.device, size: int) -> torch.Tensor:
+    key = (*bundle.fingerprint, part, str(device), size)
+    if key not in _DEVICE_CACHE:
+        if any(k[:4] != key[:4] for k in _DEVICE_CACHE):
+            _DEVICE_CACHE.clear()
+        x = torch.from_numpy(np.array(getattr(bundle, part))).to(device)
+        if part.endswith("_x") and x.shape[-1] != size:
+            x = resize(x, size)
+        _DEVICE_CACHE[key] = x
+    return _DEVICE_CACHE[key]
+
+
+def run_seed(split: int, seed: int) -> int:
+    """One integer seed per (split, seed) so runs of a trial differ but repeat exactly."""
+    return 1_000_003 * seed + split
+
+
+@dataclass
+class Run:
+    """One method trained on one split with one seed, its data resident on the device."""
+
+    split: Split
+    seed: int
+    method: Method
+    policy: AugmentPolicy | None
+    normalizer: Normalizer
+    generator: torch.Generator
+    x: dict[str, torch.Tensor] = field(default_factory=dict)
+    y: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"split{self.split.split}_seed{self.seed}"
+
+    def train_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.x["train"], self.y["train"]
+        order = torch.randperm(len(y), device=x.device, generator=self.generator)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a single image; the spec keeps partial batches
+                break
+            xb = x[idx]
+            if self.policy is not None:
+                xb = augment(xb, self.policy, self.generator)
+            yield self.normalizer(xb), y[idx]
+
+    def eval_batches(self, part: str) -> Iterator[torch.Tensor]:
+        x = self.x[part]
+        for start in range(0, len(x), EVAL_BATCH):
+            yield self.normalizer(x[start : start + EVAL_BATCH])
+
+    def evaluate(self, part: str) -> dict[str, np.ndarray]:
+        return self.method.evaluate(self.eval_batches(part))
+
+    def osr_metrics(self, phase: str) -> tuple[dict[str, float], dict[str, dict[str, np.ndarray]]]:
+        """Metrics on the balanced known/unknown sets of ``phase`` (val or test), all from one place."""
+        known, unknown = self.evaluate(f"{phase}_known"), self.evaluate(f"{phase}_unknown")
+        labels = self.y[f"{phase}_known"].cpu().numpy()
+        metrics = osr_metrics(known["pred"], labels, known["score"], unknown["score"], prefix=f"{phase}_")
+        for name in known:
+            if name.startswith("score_") and not np.array_equal(known[name], known["score"]):
+                metrics[f"{phase}_auroc_{name[6:]}"] = auroc(known[name], unknown[name])
+        metrics.update({f"{phase}_{k}": v for k, v in self.method.diagnostics(known, labels).items()})
+        return metrics, {"known": known, "unknown": unknown}
+
+
+def build_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBundle, split_id: int, seed: int,
+              device: torch.device) -> Run:
+    method_cls = get_method(method_name)
+    config = method_cls.Config.from_dict(hparams)
+    split = bundle.splits[split_id]
+    native = bundle.train_x.shape[-1]
+    size = model_input_size(bundle.dataset, native, getattr(config, "backbone", "auto"))
+    train_x = _on_device(bundle, "train_x", device, size)
+    test_x = _on_device(bundle, "test_x", device, size)
+    train_y = _on_device(bundle, "train_y", device, size)
+    test_y = _on_device(bundle, "test_y", device, size)
+
+    def take(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        return x[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(device)]
+
+    parts = {
+        "train": (train_x, train_y, split.train),
+        "val_known": (train_x, train_y, split.val_known),
+        "val_unknown": (train_x, train_y, split.val_unknown),
+        "test_known": (test_x, test_y, split.test_known),
+        "test_unknown": (test_x, test_y, split.test_unknown),
+        "test_known_full": (test_x, test_y, split.test_known_full),
+    }
+    xs = {name: take(x, idx) for name, (x, _, idx) in parts.items()}
+    ys = {name: to_training_labels(take(y, idx), split.known) for name, (_, y, idx) in parts.items()}
+
+    torch.manual_seed(run_seed(split_id, seed))
+    generator = torch.Generator(device=device)
+    generator.manual_seed(run_seed(split_id, seed))
+    info = DataInfo(channels=train_x.shape[1], image_size=size, num_known=len(split.known), device=device)
+    aug_mode = getattr(config, "aug_mode", "torchvision")
+    policy = None if aug_mode == "none" else default_policy(bundle.dataset, getattr(config, "aug_magnitude", 9))
+    return Run(
+        split=split,
+        seed=seed,
+        method=method_cls(config, info),
+        policy=policy,
+        normalizer=fit_normalizer(xs["train"], bundle.max_value),
+        generator=generator,
+        x=xs,
+        y=ys,
+    )
+
+
+class TrialRuns:
+    """All (split, seed) runs of one trial config, advanced together one epoch at a time so that the
+    reported validation metric is the mean over splits at equal fidelity (what ASHA compares)."""
+
+    def __init__(self, config: Mapping[str, Any], bundle: DataBundle, device: torch.device) -> None:
+        self.meta, self.hparams = split_config(config)
+        self.method_name = self.meta["method"]
+        self.dataset = self.meta["dataset"]
+        self.runs = [
+            build_run(self.method_name, self.hparams, bundle, int(s), int(seed), device)
+            for s in self.meta["splits"]
+            for seed in self.meta.get("seeds", [0])
+        ]
+        self.config = self.runs[0].method.config
+        self.epochs: int = self.config.epochs
+        self.batch_size: int = self.config.batch_size
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train every run for one epoch and validate; returns the metrics a trial reports."""
+        per_run: dict[str, dict[str, float]] = {}
+        for run in self.runs:
+            logs = run.method.train_epoch(run.train_batches(self.batch_size), epoch)
+            val, _ = run.osr_metrics("val")
+            per_run[run.key] = {**logs, **val}
+        return {**_mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run}
+
+    def test(self) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+        """Test metrics per run (balanced sets, plus accuracy on every known test image) and the
+        per-sample test scores. Never reported to the searcher."""
+        records: list[dict[str, Any]] = []
+        frames = []
+        for run in self.runs:
+            metrics, outputs = run.osr_metrics("test")
+            full = run.evaluate("test_known_full")
+            metrics["test_acc_full"] = float(np.mean(full["pred"] == run.y["test_known_full"].cpu().numpy()))
+            for name, value in metrics.items():
+                records.append({"split": run.split.split, "seed": run.seed, "phase": "test",
+                                "metric": name.removeprefix("test_"), "value": float(value)})
+            frames.append(_score_frame(run, outputs))
+        return records, pd.concat(frames, ignore_index=True)
+
+    def write_final(self, trial_dir: Path, trial_id: str, last_epoch: Mapping[str, Any]) -> dict[str, Any]:
+        """Writes final_metrics.json and test_scores.parquet into the trial folder."""
+        records, scores = self.test()
+        for key, values in last_epoch["runs"].items():
+            run = next(r for r in self.runs if r.key == key)
+            for name, value in values.items():
+                if name.startswith("val_"):
+                    records.append({"split": run.split.split, "seed": run.seed, "phase": "val",
+                                    "metric": name.removeprefix("val_"), "value": float(value)})
+        final = {
+            "trial_id": trial_id,
+            "method": self.method_name,
+            "dataset": self.dataset,
+            "config": self.config.to_dict(),
+            "derived": _derived(self.config),
+            "conventions": self.runs[0].split.convention,
+            "status": "finished",
+            "records": records,
+        }
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        scores.to_parquet(trial_dir / "test_scores.parquet", index=False)
+        tmp = trial_dir / "final_metrics.json.tmp"
+        tmp.write_text(json.dumps(final, indent=1, sort_keys=True))
+        tmp.replace(trial_dir / "final_metrics.json")
+        return final
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "torch_rng": torch.get_rng_state(),
+            "runs": {r.key: {"method": r.method.state_dict(), "generator": r.generator.get_state()}
+                     for r in self.runs},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> int:
+        """Restores every run; returns the last completed epoch."""
+        torch.set_rng_state(state["torch_rng"])
+        for run in self.runs:
+            saved = state["runs"][run.key]
+            run.method.load_state_dict(saved["method"])
+            run.generator.set_state(saved["generator"])
+        return int(state["epoch"])
+
+
+def _mean_over_runs(per_run: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    names = set.intersection(*(set(v) for v in per_run.values()))
+    return {n: float(np.mean([v[n] for v in per_run.values()])) for n in sorted(names)}
+
+
+def _derived(config: Any) -> dict[str, Any]:
+    # difair.md §12: log the absolute radius and whether the origin falls inside every hypersphere.
+    if hasattr(config, "radius"):
+        return {"radius": config.radius, "origin_inside_spheres": config.radius_ratio > 1 / math.sqrt(2)}
+    return {}
+
+
+def _score_frame(run: Run, outputs: Mapping[str, Mapping[str, np.ndarray]]) -> pd.DataFrame:
+    frames = []
+    for part in ("known", "unknown"):
+        out = outputs[part]
+        idx = getattr(run.split, f"test_{part}")
+        frame = pd.DataFrame({
+            "split": run.split.split,
+            "seed": run.seed,
+            "test_index": np.asarray(idx, dtype=np.int64),
+            "is_unknown": part == "unknown",
+            "label": run.y[f"test_{part}"].cpu().numpy(),
+            "pred": out["pred"],
+        })
+        for name, values in out.items():
+            if name.startswith("score_"):
+                frame[name] = values
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
