@@ -1,0 +1,223 @@
+"""Open-set and clustering metrics as pure functions of numpy arrays (protocol.md §8).
+
+Score convention everywhere: a larger open-set score means "more likely unknown".
+Every method is judged by :func:`osr_metrics` (open-set tasks) or :func:`clustering_metrics`
+(clustering tasks), so that no method carries its own copy of a metric.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import (
+    adjusted_rand_score,
+    f1_score,
+    normalized_mutual_info_score,
+    roc_auc_score,
+)
+from sklearn.metrics import auc as _trapezoid_area
+from sklearn.metrics.cluster import contingency_matrix
+
+__all__ = [
+    "accuracy",
+    "ari",
+    "auroc",
+    "cluster_acc",
+    "clustering_metrics",
+    "fpr_at_tpr95",
+    "macro_f1",
+    "nmi",
+    "open_set_predictions",
+    "osr_metrics",
+    "oscr",
+    "threshold_at_tpr",
+    "tnr_at_tpr95",
+    "unknown_f1",
+]
+
+
+def _scores(x: ArrayLike, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        raise ValueError(f"{name} is empty")
+    # A NaN score usually means a diverged model; sorting would silently put it last and
+    # yield a plausible-looking number, so refuse it here instead.
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return a
+
+
+def _labels(x: ArrayLike, name: str) -> np.ndarray:
+    a = np.asarray(x).reshape(-1)
+    if a.size == 0:
+        raise ValueError(f"{name} is empty")
+    return a
+
+
+def _same_length(a: np.ndarray, b: np.ndarray, names: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{names} have different lengths: {a.size} and {b.size}")
+
+
+def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Closed-set accuracy: the fraction of samples with ``y_pred == y_true`` (§8.1)."""
+    t, p = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
+    _same_length(t, p, "y_true and y_pred")
+    return float(np.mean(t == p))
+
+
+def auroc(score_known: ArrayLike, score_unknown: ArrayLike) -> float:
+    """AUROC with unknown as the positive class, ties counting 1/2 (§8.2).
+
+    This is ``roc_auc_score(1[unknown], score)`` by definition of the protocol.
+    """
+    sk, su = _scores(score_known, "score_known"), _scores(score_unknown, "score_unknown")
+    y = np.concatenate([np.zeros(sk.size), np.ones(su.size)])
+    return float(roc_auc_score(y, np.concatenate([sk, su])))
+
+
+def oscr(score_known: ArrayLike, correct_known: ArrayLike, score_unknown: ArrayLike) -> float:
+    """Open-set classification rate (§8.3).
+
+    A sample is accepted at threshold t when its score is <= t. t sweeps -inf and every distinct
+    score in ascending order; CCR(t) counts correctly classified accepted knowns over all knowns,
+    FPR(t) accepted unknowns over all unknowns; OSCR is the trapezoidal area of CCR over FPR.
+    Knowns and unknowns with the same score are accepted at the same t, which gives the diagonal
+    segment that makes OSCR equal AUROC when every known is correct.
+    """
+    sk, su = _scores(score_known, "score_known"), _scores(score_unknown, "score_unknown")
+    correct = np.asarray(correct_known).reshape(-1)
+    _same_length(sk, correct, "score_known and correct_known")
+    if not np.all((correct == 0) | (correct == 1)):
+        raise ValueError("correct_known must be boolean (0/1)")
+    correct = correct.astype(bool)
+
+    thresholds = np.unique(np.concatenate([sk, su]))
+    # side="right" counts scores <= t, i.e. everything accepted at t, ties included.
+    ccr = np.searchsorted(np.sort(sk[correct]), thresholds, side="right") / sk.size
+    fpr = np.searchsorted(np.sort(su), thresholds, side="right") / su.size
+    # The -inf threshold accepts nothing: the curve starts at (0, 0).
+    fpr = np.concatenate([[0.0], fpr])
+    ccr = np.concatenate([[0.0], ccr])
+    return float(_trapezoid_area(fpr, ccr))
+
+
+def threshold_at_tpr(score_known_val: ArrayLike, tpr: float = 0.95) -> float:
+    """The smallest score t with at least ``tpr`` of the known scores <= t (§8.4, §8.5).
+
+    That is the ceil(tpr * |K|)-th smallest known score. Applied to known validation scores it
+    gives tau_val, the default rejection threshold for macro-F1.
+    """
+    sk = _scores(score_known_val, "score_known_val")
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    # Exact rational arithmetic: 0.95 * n in floating point can land just above an integer
+    # and ceil() would then skip to the next known score.
+    k = math.ceil(Fraction(str(tpr)) * sk.size)
+    return float(np.sort(sk)[k - 1])
+
+
+def tnr_at_tpr95(score_known: ArrayLike, score_unknown: ArrayLike) -> float:
+    """Fraction of unknowns rejected (score > tau95) at the threshold that accepts 95% of knowns (§8.4)."""
+    su = _scores(score_unknown, "score_unknown")
+    tau = threshold_at_tpr(score_known, 0.95)
+    return float(np.mean(su > tau))
+
+
+def fpr_at_tpr95(score_known: ArrayLike, score_unknown: ArrayLike) -> float:
+    """1 - TNR@TPR95: the fraction of unknowns accepted at 95% known acceptance (OpenOOD's FPR@95TPR)."""
+    return 1.0 - tnr_at_tpr95(score_known, score_unknown)
+
+
+def open_set_predictions(y_pred: ArrayLike, score: ArrayLike, threshold: float, num_known: int) -> np.ndarray:
+    """Closed-set predictions with every sample scoring above ``threshold`` relabelled as unknown (= K)."""
+    p = _labels(y_pred, "y_pred")
+    s = _scores(score, "score")
+    _same_length(p, s, "y_pred and score")
+    return np.where(s > threshold, num_known, p)
+
+
+def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, num_known: int) -> float:
+    """Unweighted mean F1 over the K known classes and the unknown class, encoded as K (§8.5).
+
+    Classes absent from both arrays still count (with F1 = 0), so the mean is always over K + 1.
+    """
+    t, p = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
+    _same_length(t, p, "y_true and y_pred")
+    return float(f1_score(t, p, labels=list(range(num_known + 1)), average="macro", zero_division=0))
+
+
+def unknown_f1(y_true: ArrayLike, y_pred: ArrayLike, num_known: int) -> float:
+    """F1 of the unknown class (label K) alone (§8.5)."""
+    t, p = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
+    _same_length(t, p, "y_true and y_pred")
+    return float(f1_score(t, p, labels=[num_known], average="macro", zero_division=0))
+
+
+def cluster_acc(y_true: ArrayLike, y_cluster: ArrayLike) -> float:
+    """Clustering accuracy under the best one-to-one cluster-to-class matching (§8.6).
+
+    With more clusters than classes (or the reverse) only min(#clusters, #classes) pairs are
+    matched; samples in unmatched clusters count as errors.
+    """
+    t, c = _labels(y_true, "y_true"), _labels(y_cluster, "y_cluster")
+    _same_length(t, c, "y_true and y_cluster")
+    counts = contingency_matrix(t, c)
+    rows, cols = linear_sum_assignment(-counts)
+    return float(counts[rows, cols].sum() / t.size)
+
+
+def nmi(y_true: ArrayLike, y_cluster: ArrayLike) -> float:
+    """Normalised mutual information, arithmetic normalisation (sklearn's default) (§8.6)."""
+    t, c = _labels(y_true, "y_true"), _labels(y_cluster, "y_cluster")
+    _same_length(t, c, "y_true and y_cluster")
+    return float(normalized_mutual_info_score(t, c))
+
+
+def ari(y_true: ArrayLike, y_cluster: ArrayLike) -> float:
+    """Adjusted Rand index (§8.6)."""
+    t, c = _labels(y_true, "y_true"), _labels(y_cluster, "y_cluster")
+    _same_length(t, c, "y_true and y_cluster")
+    return float(adjusted_rand_score(t, c))
+
+
+def osr_metrics(
+    pred_known: ArrayLike,
+    y_known: ArrayLike,
+    score_known: ArrayLike,
+    score_unknown: ArrayLike,
+    prefix: str = "",
+) -> dict[str, float]:
+    """The threshold-free open-set metrics every OSR method is judged by.
+
+    Returns ``{prefix + name: value}`` for acc, auroc, oscr, tnr_at_tpr95 and fpr_at_tpr95, e.g.
+    ``prefix="val_"`` gives ``val_auroc``.
+    """
+    p, y = _labels(pred_known, "pred_known"), _labels(y_known, "y_known")
+    _same_length(p, y, "pred_known and y_known")
+    sk = _scores(score_known, "score_known")
+    _same_length(p, sk, "pred_known and score_known")
+    su = _scores(score_unknown, "score_unknown")
+    tnr = tnr_at_tpr95(sk, su)
+    values = {
+        "acc": accuracy(y, p),
+        "auroc": auroc(sk, su),
+        "oscr": oscr(sk, p == y, su),
+        "tnr_at_tpr95": tnr,
+        "fpr_at_tpr95": 1.0 - tnr,
+    }
+    return {prefix + k: v for k, v in values.items()}
+
+
+def clustering_metrics(y_true: ArrayLike, y_cluster: ArrayLike, prefix: str = "") -> dict[str, float]:
+    """Clustering ACC, NMI and ARI as ``{prefix + "cluster_acc" | "nmi" | "ari": value}``."""
+    values = {
+        "cluster_acc": cluster_acc(y_true, y_cluster),
+        "nmi": nmi(y_true, y_cluster),
+        "ari": ari(y_true, y_cluster),
+    }
+    return {prefix + k: v for k, v in values.items()}
