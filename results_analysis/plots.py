@@ -1,0 +1,114 @@
+"""PNG plots of an experiment.
+
+Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas, never
+through pyplot: no GUI backend is touched and no global figure state leaks between calls.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+__all__ = ["plot_split_metric", "plot_val_curves"]
+
+_STYLE = {"finished": "-", "stopped": "--", "errored": ":"}
+# Beyond this many trials a legend hides the plot; the colours alone still separate curves.
+_MAX_LEGEND = 15
+
+
+def _save(fig: Figure, path: str | Path) -> None:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120)
+
+
+def plot_val_curves(curves: pd.DataFrame, path: str | Path, metric: str = "auroc") -> bool:
+    """One line per trial: validation ``metric`` (mean over the trial's splits) per epoch.
+
+    ``curves`` is :func:`results_analysis.tables.load_curves`'s table. Line style shows the
+    trial status (solid finished, dashed stopped, dotted errored). Returns False, writing
+    nothing, when no trial reported that metric.
+    """
+    sel = curves[curves["metric"] == metric]
+    if sel.empty:
+        return False
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    trials = list(dict.fromkeys(sel["trial_id"]))
+    for trial_id in trials:
+        t = sel[sel["trial_id"] == trial_id].sort_values("training_iteration")
+        status = t["status"].iloc[0]
+        ax.plot(
+            t["training_iteration"],
+            t["value"],
+            linestyle=_STYLE.get(status, "-."),
+            marker="." if len(t) < 30 else None,
+            label=f"{trial_id} ({status})",
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch (training_iteration)")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"Validation {metric} per trial ({len(trials)} trials)")
+    ax.grid(alpha=0.3)
+    if len(trials) <= _MAX_LEGEND:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def plot_split_metric(
+    df: pd.DataFrame,
+    configs: dict[tuple[str, str], str],
+    path: str | Path,
+    metric: str = "auroc",
+    phase: str = "test",
+) -> bool:
+    """Per-split ``phase`` ``metric`` of one chosen config per (method, dataset).
+
+    ``df`` is the tidy table; ``configs`` maps (method, dataset) to the config JSON string to
+    show (the one selected on validation). Each run is a dot, each split's mean a bar, the overall
+    mean a dashed line. Returns False, writing nothing, when there is nothing to plot.
+    """
+    panels = []
+    for (method, dataset), config in configs.items():
+        sel = df[
+            (df["method"] == method)
+            & (df["dataset"] == dataset)
+            & (df["config"] == config)
+            & (df["phase"] == phase)
+            & (df["metric"] == metric)
+            & (df["status"] == "finished")
+        ]
+        if not sel.empty:
+            panels.append((method, dataset, sel))
+    if not panels:
+        return False
+    fig = Figure(figsize=(max(4.0, 3.5 * len(panels)), 4.0))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (method, dataset, sel) in zip(axes, panels, strict=True):
+        splits = sorted(sel["split"].unique())
+        means = [sel.loc[sel["split"] == s, "value"].mean() for s in splits]
+        x = np.arange(len(splits))
+        ax.bar(x, means, color="C0", alpha=0.4, label="split mean")
+        for i, s in enumerate(splits):
+            vals = sel.loc[sel["split"] == s, "value"].to_numpy()
+            ax.scatter(np.full(vals.size, x[i]), vals, color="C0", s=14, zorder=3)
+        overall = sel["value"].mean()
+        ax.axhline(overall, color="C3", linestyle="--", label=f"mean {overall:.4f}")
+        lo, hi = np.nanmin(sel["value"].to_numpy()), np.nanmax(sel["value"].to_numpy())
+        if 0.0 <= lo and hi <= 1.0:
+            # Bars from 0 would flatten differences of a few AUROC points into one height.
+            ax.set_ylim(max(0.0, lo - 0.05), min(1.0, hi + 0.02))
+        ax.set_xticks(x, [str(s) for s in splits])
+        ax.set_xlabel("split")
+        ax.set_ylabel(f"{phase} {metric}")
+        ax.set_title(f"{method} / {dataset}: config chosen on val, {len(sel)} runs", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
