@@ -412,8 +412,13 @@ def format_mean_std(mean: float, std: float, scale: float = 100, digits: int = 1
     return f"{m} ± {std * scale:.{digits}f}"
 
 
+def _is_percent(metric: str) -> bool:
+    # Variants such as "auroc_maxact" (a secondary score) or "acc_full" are rates too.
+    return any(metric == p or metric.startswith(p + "_") for p in PERCENT_METRICS)
+
+
 def _cell(metric: str, mean: float, std: float) -> str:
-    if metric in PERCENT_METRICS:
+    if _is_percent(metric):
         return format_mean_std(mean, std, scale=100, digits=1)
     return format_mean_std(mean, std, scale=1, digits=3)
 
@@ -427,6 +432,27 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _config_labels(configs: list[str]) -> dict[str, str]:
+    """Each config as only the keys whose values differ between ``configs``.
+
+    Searched configs share most keys; a full config per row would bury the few that matter.
+    """
+    parsed = {c: json.loads(c) for c in configs}
+    if len(configs) < 2 or not all(isinstance(p, dict) for p in parsed.values()):
+        return {c: c for c in configs}
+    keys = sorted({k for p in parsed.values() for k in p})
+    # A key only some configs carry is not a difference: unfinished trials have params.json
+    # (the searched keys and the experiment's own) where finished ones have the full method config.
+    varying = [k for k in keys if len({config_key({"v": p[k]}) for p in parsed.values() if k in p}) > 1]
+    return {c: ", ".join(f"{k}={_short(p[k])}" for k in varying if k in p) or c for c, p in parsed.items()}
+
+
 def to_markdown(summary: pd.DataFrame) -> str:
     """Markdown report of a :func:`summarize` table.
 
@@ -437,7 +463,11 @@ def to_markdown(summary: pd.DataFrame) -> str:
     if summary.empty:
         return "_no runs_\n"
     metrics = _sort_metrics(list(summary["metric"].unique()))
-    header = ["rank", "method", "dataset", "n runs", *metrics, "config"]
+    header = ["rank", "method", "dataset", "n runs", *metrics, "config (keys that differ)"]
+    labels: dict[tuple[Any, Any, str], str] = {}
+    for (method, dataset), g in summary.groupby(["method", "dataset"], sort=False, dropna=False):
+        for c, label in _config_labels(list(dict.fromkeys(g["config"]))).items():
+            labels[(method, dataset, c)] = label
     rows = []
     groups = summary.groupby(["method", "dataset", "config"], sort=False, dropna=False)
     for (method, dataset, config), g in groups:
@@ -449,7 +479,14 @@ def to_markdown(summary: pd.DataFrame) -> str:
         rank = g["rank"].iloc[0]
         n_runs = "/".join(str(n) for n in sorted(g["n_runs"].unique()))
         rows.append(
-            ["-" if pd.isna(rank) else str(rank), str(method), str(dataset), n_runs, *cells, f"`{config}`"]
+            [
+                "-" if pd.isna(rank) else str(rank),
+                str(method),
+                str(dataset),
+                n_runs,
+                *cells,
+                labels[(method, dataset, config)],
+            ]
         )
     parts = [_md_table(header, rows)]
 
@@ -459,15 +496,21 @@ def to_markdown(summary: pd.DataFrame) -> str:
         split_rows = []
         for r in best.itertuples(index=False):
             vals = r._asdict()
-            scale = 100 if r.metric in PERCENT_METRICS else 1
+            scale = 100 if _is_percent(r.metric) else 1
             digits = 1 if scale == 100 else 3
             split_rows.append(
                 [str(r.method), str(r.dataset), str(r.metric)]
                 + ["" if pd.isna(vals[c]) else f"{vals[c] * scale:.{digits}f}" for c in split_cols]
             )
         header2 = ["method", "dataset", "metric", *(f"split {c[10:]}" for c in split_cols)]
+        chosen = "\n".join(
+            f"- {m} / {d}: `{c}`"
+            for m, d, c in best[["method", "dataset", "config"]].drop_duplicates().itertuples(index=False)
+        )
         parts.append(
-            "Per-split means of the best config (rank 1, chosen on validation):\n\n"
+            "Best config (rank 1, chosen on validation):\n\n"
+            + chosen
+            + "\n\nIts per-split means:\n\n"
             + _md_table(header2, split_rows)
         )
     return "\n\n".join(parts) + "\n"

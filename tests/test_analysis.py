@@ -357,13 +357,21 @@ def test_format_mean_std():
     assert T.format_mean_std(float("nan"), float("nan")) == "n/a"
 
 
+def test_rate_variants_print_in_percent():
+    df = _tidy([("m", "finished", "{}", 0, "auroc_maxact", 0.9), ("m", "finished", "{}", 0, "radius", 12.5)])
+    md = T.to_markdown(T.summarize(df, phase="val"))
+    assert "90.0 ± n/a" in md and "12.500 ± n/a" in md
+
+
 def test_to_markdown_and_csv(experiment, tmp_path):
     s = T.summarize(T.load_experiment(experiment))
     md = T.to_markdown(s)
     lines = md.splitlines()
-    assert lines[0] == "| rank | method | dataset | n runs | auroc | acc | config |"
-    assert lines[2].startswith("| 1 | difair | digits | 4 | 67.0 ± 6.2 | 90.0 ± 0.0 |")
-    assert lines[3].startswith("| 2 | difair | digits | 2 | 73.0 ± 4.2 | 85.0 ± 7.1 |")
+    assert lines[0] == "| rank | method | dataset | n runs | auroc | acc | config (keys that differ) |"
+    # Only lr differs between the two configs; the full best config is listed below the table.
+    assert lines[2] == "| 1 | difair | digits | 4 | 67.0 ± 6.2 | 90.0 ± 0.0 | lr=0.3 |"
+    assert lines[3] == "| 2 | difair | digits | 2 | 73.0 ± 4.2 | 85.0 ± 7.1 | lr=0.1 |"
+    assert f"- difair / digits: `{_key(CFG_B1)}`" in md
     assert "| difair | digits | auroc | 62.0 | 72.0 |" in md
     T.to_csv(s, tmp_path / "s.csv")
     back = pd.read_csv(tmp_path / "s.csv")
