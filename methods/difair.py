@@ -49,8 +49,10 @@ def decorrelation_penalty(kernel: torch.Tensor, num_classes: int, features_per_c
     f = features_per_class
     w = kernel.reshape(num_classes, f, -1)
     centred = w - w.mean(dim=2, keepdim=True)
-    std = centred.pow(2).mean(dim=2).sqrt()
-    std = torch.where(std == 0, torch.ones_like(std), std)
+    var = centred.pow(2).mean(dim=2)
+    # Replace before the square root: sqrt's derivative at 0 is infinite and would turn the masked
+    # branch's zero gradient into NaN.
+    std = torch.where(var == 0, torch.ones_like(var), var).sqrt()
     unit = centred / (std.unsqueeze(2) * math.sqrt(w.shape[2]))
     corr = unit @ unit.transpose(1, 2)  # K × F × F within-class correlation blocks
     upper = torch.triu(torch.ones(f, f, dtype=torch.bool, device=kernel.device), diagonal=1)
