@@ -12,10 +12,11 @@ command -v "$python" >/dev/null 2>&1 || python=python3
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "osrtune: setting up $venv (first run downloads PyTorch, a few minutes)" >&2
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
+  pip() { "$venv/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+  pip install -q --upgrade pip setuptools wheel
   # libMR's setup.py imports Cython and NumPy at build time: install them first, build without isolation.
-  "$venv/bin/python" -m pip install -q Cython numpy
-  "$venv/bin/python" -m pip install -q --no-build-isolation libmr
-  "$venv/bin/python" -m pip install -q -r "$root/requirements.txt"
+  pip install -q Cython numpy
+  pip install -q --no-build-isolation libmr
+  pip install -q -r "$root/requirements.txt"
   echo "$want" > "$stamp"
 fi

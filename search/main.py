@@ -28,6 +28,11 @@ def execute(request: Request) -> int:
     else:
         best = choose_best(outcomes, request.mode)
         summary.chosen = [best] if best else []
+    if any(o.status == "unfinished" for o in outcomes):
+        print(render(summary, None))
+        print(f"\nInterrupted: nothing exported. Continue with: python search/run.py --resume "
+              f"--name {request.name} --storage-path {request.storage_path}")
+        return 130
     best_yaml = None
     if summary.chosen:
         targets = [request.export] if request.export else []

@@ -20,7 +20,7 @@ from results_analysis.tables import config_key, summarize
 class TrialOutcome:
     trial_id: str
     path: Path
-    status: str  # finished | pruned | errored
+    status: str  # finished | pruned (stopped early by the scheduler) | errored | unfinished (interrupted)
     value: float | None  # last reported objective
     reason: str = ""
     final: dict[str, Any] | None = None
@@ -48,8 +48,17 @@ class Summary:
         return summarize(pd.DataFrame(rows), phase=phase).set_index("metric")
 
 
+def _live_trials(grid: tune.ResultGrid) -> set[str]:
+    """Trials Tune still holds as pending, running or paused: the experiment was interrupted.
+
+    ResultGrid keeps no public trial status; this reads Ray's private analysis object (Ray is pinned)."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    return {t.trial_id for t in trials if t.status in ("PENDING", "RUNNING", "PAUSED")}
+
+
 def collect(grid: tune.ResultGrid, metric: str, mode: str, max_epochs: int) -> list[TrialOutcome]:
     outcomes = []
+    live = _live_trials(grid)
     for result in grid:
         path = Path(result.path)
         metrics = result.metrics or {}
@@ -60,6 +69,9 @@ def collect(grid: tune.ResultGrid, metric: str, mode: str, max_epochs: int) -> l
         if result.error is not None:
             lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
             outcomes.append(TrialOutcome(trial_id, path, "errored", value, reason=lines[-1] if lines else "error"))
+        elif trial_id in live:
+            outcomes.append(TrialOutcome(trial_id, path, "unfinished", value,
+                                         reason=f"interrupted after {metrics.get('training_iteration', 0)} epochs"))
         elif final is not None and metrics.get("training_iteration", 0) >= max_epochs:
             outcomes.append(TrialOutcome(trial_id, path, "finished", value, final=final))
         else:
@@ -77,7 +89,7 @@ def choose_best(outcomes: list[TrialOutcome], mode: str) -> TrialOutcome | None:
 
 
 def render(summary: Summary, best_yaml: Path | None) -> str:
-    counts = {s: sum(o.status == s for o in summary.outcomes) for s in ("finished", "pruned", "errored")}
+    counts = {s: sum(o.status == s for o in summary.outcomes) for s in ("finished", "pruned", "errored", "unfinished")}
     lines = [f"\n{summary.method} on {summary.dataset}: {len(summary.outcomes)} trials, "
              + ", ".join(f"{n} {s}" for s, n in counts.items())]
     for o in summary.outcomes:

@@ -17,11 +17,12 @@ CHECKPOINT_EVERY = 5
 
 
 def pick_device() -> torch.device:
-    """The GPU Ray assigned to this trial, capped to the trial's share when the share is fractional."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    share = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
-    if share <= 0:
+    """The GPU Ray assigned to this trial, capped to the trial's share when the share is fractional;
+    on the CPU, as many threads as the trial holds CPUs (reused actors keep the last trial's setting)."""
+    resources = tune.get_context().get_trial_resources().required_resources
+    torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
+    share = resources.get("GPU", 0)
+    if share <= 0 or not torch.cuda.is_available():
         return torch.device("cpu")
     if share < 1:
         # Fractional GPUs are logical in Ray: without this cap co-located trials can starve each other.

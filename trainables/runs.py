@@ -103,6 +103,22 @@ class Run:
     generator: torch.Generator
     x: dict[str, torch.Tensor] = field(default_factory=dict)
     y: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Dropout and torchvision's RandAugment draw from the global RNG: each run keeps its own copy so
+    # a run's numbers do not depend on which other runs share its trial (re-runs reproduce searches).
+    rng_state: torch.Tensor = field(default_factory=torch.get_rng_state)
+    cuda_rng_state: torch.Tensor | None = None
+
+    def train_epoch(self, batch_size: int, epoch: int) -> dict[str, float]:
+        device = self.generator.device
+        torch.set_rng_state(self.rng_state)
+        if device.type == "cuda" and self.cuda_rng_state is not None:
+            torch.cuda.set_rng_state(self.cuda_rng_state, device)
+        try:
+            return self.method.train_epoch(self.train_batches(batch_size), epoch)
+        finally:
+            self.rng_state = torch.get_rng_state()
+            if device.type == "cuda":
+                self.cuda_rng_state = torch.cuda.get_rng_state(device)
 
     @property
     def key(self) -> str:
@@ -166,21 +182,23 @@ def build_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBundle, 
     xs = {name: take(x, idx) for name, (x, _, idx) in parts.items()}
     ys = {name: to_training_labels(take(y, idx), split.known) for name, (_, y, idx) in parts.items()}
 
-    torch.manual_seed(run_seed(split_id, seed))
+    torch.manual_seed(run_seed(split_id, seed))  # model initialisation, then the run's own RNG stream
     generator = torch.Generator(device=device)
     generator.manual_seed(run_seed(split_id, seed))
     info = DataInfo(channels=train_x.shape[1], image_size=size, num_known=len(split.known), device=device)
     aug_mode = getattr(config, "aug_mode", "torchvision")
     policy = None if aug_mode == "none" else default_policy(bundle.dataset, getattr(config, "aug_magnitude", 9))
+    method = method_cls(config, info)
     return Run(
         split=split,
         seed=seed,
-        method=method_cls(config, info),
+        method=method,
         policy=policy,
         normalizer=fit_normalizer(xs["train"], bundle.max_value),
         generator=generator,
         x=xs,
         y=ys,
+        cuda_rng_state=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
     )
 
 
@@ -205,7 +223,7 @@ class TrialRuns:
         """Train every run for one epoch and validate; returns the metrics a trial reports."""
         per_run: dict[str, dict[str, float]] = {}
         for run in self.runs:
-            logs = run.method.train_epoch(run.train_batches(self.batch_size), epoch)
+            logs = run.train_epoch(self.batch_size, epoch)
             val, _ = run.osr_metrics("val")
             per_run[run.key] = {**logs, **val}
         return {**_mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run}
@@ -254,18 +272,17 @@ class TrialRuns:
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {
             "epoch": epoch,
-            "torch_rng": torch.get_rng_state(),
-            "runs": {r.key: {"method": r.method.state_dict(), "generator": r.generator.get_state()}
-                     for r in self.runs},
+            "runs": {r.key: {"method": r.method.state_dict(), "generator": r.generator.get_state(),
+                             "rng": r.rng_state} for r in self.runs},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> int:
         """Restores every run; returns the last completed epoch."""
-        torch.set_rng_state(state["torch_rng"])
         for run in self.runs:
             saved = state["runs"][run.key]
             run.method.load_state_dict(saved["method"])
             run.generator.set_state(saved["generator"])
+            run.rng_state = saved["rng"]
         return int(state["epoch"])
 
 
