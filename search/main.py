@@ -28,8 +28,11 @@ def execute(request: Request) -> int:
     else:
         best = choose_best(outcomes, request.mode)
         summary.chosen = [best] if best else []
-    if any(o.status == "unfinished" for o in outcomes):
+    expected = request.num_samples if request.fixed_config is None else len(request.splits) * len(request.seeds)
+    # An interrupted search may not even have created its later trials yet (the searcher suggests lazily).
+    if any(o.status == "unfinished" for o in outcomes) or len(outcomes) < expected:
         print(render(summary, None))
+        print(f"\n{len(outcomes)} of {expected} trials started.")
         print(f"\nInterrupted: nothing exported. Continue with: python search/run.py --resume "
               f"--name {request.name} --storage-path {request.storage_path}")
         return 130
