@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -225,8 +226,6 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         raise UsageError("--resume needs --name: the name of the experiment folder to continue")
     if args.resume and args.config:
         raise UsageError("--resume continues a search: drop --config")
-    from datetime import datetime
-
     name = args.name or f"{method}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
     if "/" in name or name.startswith("."):
         raise UsageError(f"--name {name!r} must be a plain folder name")

@@ -27,7 +27,11 @@ def start_ray(request: Request) -> bool:
     if ray.is_initialized():
         return False
     if request.address:
-        ray.init(address=request.address, log_to_driver=True)
+        try:
+            ray.init(address=request.address, log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UsageError(f"--address {request.address}: cannot join that Ray cluster ({first})") from None
         return True
     ray.init(include_dashboard=False)
     return True

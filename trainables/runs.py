@@ -134,12 +134,12 @@ class Run:
             xb = x[idx]
             if self.policy is not None:
                 xb = augment(xb, self.policy, self.generator)
-            yield self.normalizer(xb), y[idx]
+            yield self.normalizer(xb).contiguous(memory_format=torch.channels_last), y[idx]
 
     def eval_batches(self, part: str) -> Iterator[torch.Tensor]:
         x = self.x[part]
         for start in range(0, len(x), EVAL_BATCH):
-            yield self.normalizer(x[start : start + EVAL_BATCH])
+            yield self.normalizer(x[start : start + EVAL_BATCH]).contiguous(memory_format=torch.channels_last)
 
     def evaluate(self, part: str) -> dict[str, np.ndarray]:
         return self.method.evaluate(self.eval_batches(part))
