@@ -222,8 +222,6 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
     storage = args.storage_path or "results"
     if "://" not in storage:
         storage = str(Path(storage).expanduser().absolute())
-    if args.resume and not args.name:
-        raise UsageError("--resume needs --name: the name of the experiment folder to continue")
     if args.resume and args.config:
         raise UsageError("--resume continues a search: drop --config")
     name = args.name or f"{method}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
