@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import ast
+import colorsys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import data.augment as augment_module
 from data import DATASETS
 from data.augment import (
+    AUG_MODES,
     RANDAUGMENT_CHUNK,
     AugmentPolicy,
     Normalizer,
+    affine,
     augment,
+    color_jitter,
     contrast_brightness,
     crop,
     default_policy,
     fit_normalizer,
+    hsv_to_rgb,
+    jitter_affine,
+    policy_for,
     random_crop,
     resize,
+    rgb_to_hsv,
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -118,6 +127,188 @@ def test_randaugment_chunks_get_their_own_ops() -> None:
     chunks = y.split(RANDAUGMENT_CHUNK)
     assert all(torch.equal(c, c[:1].expand_as(c)) for c in chunks)  # one op per chunk...
     assert len({tuple(c[0].flatten().tolist()) for c in chunks}) > 2  # ...different across chunks
+
+
+def test_policy_for() -> None:
+    assert AUG_MODES == ("torchvision", "crosr", "none")
+    for name in DATASETS:
+        assert policy_for("none", name) is None
+        assert policy_for("torchvision", name, 6) == default_policy(name, 6)
+        p = policy_for("crosr", name, 7)
+        if name == "digits":
+            assert p is None  # 8×8 glyphs do not survive the reference warp
+            continue
+        assert p == AugmentPolicy("jitter_affine", 0, name not in ("mnist", "svhn"), 7, 255)
+    assert policy_for("crosr", "cifar10").flip and not policy_for("crosr", "svhn").flip
+    with pytest.raises(ValueError, match="torchvision, crosr, none"):
+        policy_for("mixup", "cifar10")
+    with pytest.raises(ValueError):
+        policy_for("crosr", "imagenet")
+    with pytest.raises(ValueError):
+        policy_for("torchvision", "imagenet")
+
+
+def test_rgb_hsv_round_trip_and_reference_values() -> None:
+    x = _images(4, 3, 16, seed=11).float()
+    hsv = rgb_to_hsv(x)
+    assert float(hsv[:, 0].min()) >= 0 and float(hsv[:, 0].max()) < 1
+    back = hsv_to_rgb(hsv)
+    assert float((back - x).abs().max()) < 1e-3 and torch.equal(back.round(), x)
+    # against the standard library on a sample of pixels (colorsys works on [0, 1], V scales with the input)
+    px = x.permute(0, 2, 3, 1).reshape(-1, 3)[::37]
+    ours = hsv.permute(0, 2, 3, 1).reshape(-1, 3)[::37]
+    for rgb, (h, s, v) in zip(px.tolist(), ours.tolist(), strict=True):
+        rh, rs, rv = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+        assert min(abs(h - rh), 1 - abs(h - rh)) < 1e-5 and s == pytest.approx(rs, abs=1e-5)
+        assert v / 255 == pytest.approx(rv, abs=1e-6)
+    primaries = torch.tensor([[255.0, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [40, 40, 40]]).view(5, 3, 1, 1)
+    assert torch.allclose(rgb_to_hsv(primaries)[:, 0].flatten(), torch.tensor([0, 1 / 3, 2 / 3, 1 / 6, 0]))
+    # a third of the circle turns red into green and green into blue
+    shifted = hsv_to_rgb(rgb_to_hsv(primaries[:2]) + torch.tensor([1 / 3, 0, 0]).view(1, 3, 1, 1))
+    assert torch.allclose(shifted, primaries[1:3], atol=1e-3)
+
+
+def test_color_jitter_brightness_bounds() -> None:
+    x = torch.full((3, 1, 4, 4), 100, dtype=torch.uint8)
+    y = color_jitter(x, torch.tensor([0.5, 1.5, 3.0]), None, 255)
+    assert torch.allclose(y, torch.tensor([50.0, 150.0, 255.0]).view(3, 1, 1, 1).expand_as(y))
+    assert torch.equal(color_jitter(x, torch.tensor([0.5, 1.0, 2.0]), None, 160).amax(dim=(1, 2, 3)),
+                       torch.tensor([50.0, 100.0, 160.0]))  # clipped at max_value
+
+
+def test_hue_shift_keeps_grey_and_value() -> None:
+    x = _images(8, 3, 16, seed=12)
+    x[:, :, :4] = x[:, :1, :4]  # the top rows are grey (R = G = B)
+    hue = torch.linspace(-0.3, 0.3, 8)
+    y = color_jitter(x, torch.ones(8), hue, 255)
+    assert torch.allclose(y[:, :, :4], x[:, :, :4].float(), atol=1e-3)
+    assert float((y.amax(dim=1) - x.amax(dim=1).float()).abs().max()) < 1e-3  # V kept
+    assert float((y.amin(dim=1) - x.amin(dim=1).float()).abs().max()) < 1e-3  # so is S (hence the min)
+    assert float((y[:, :, 4:] - x[:, :, 4:].float()).abs().amax(dim=(1, 2, 3)).min()) > 20  # colours did move
+    assert torch.equal(color_jitter(x[:, :1], torch.ones(8), hue, 255), x[:, :1].float())  # no hue on 1 channel
+
+
+def test_affine_identity_rotation_translation_scale() -> None:
+    x = _images(3, 2, 7, seed=13)
+    zero, one = torch.zeros(3), torch.ones(3)
+    assert torch.equal(affine(x, zero, torch.zeros(3, 2), one), x)
+    for size in (4, 5):
+        sq = _images(2, 3, size, seed=size)
+        for k in (1, 2, 3):  # positive angles turn counter-clockwise as displayed, like torch.rot90
+            out = affine(sq, torch.full((2,), 90.0 * k), torch.zeros(2, 2), torch.ones(2))
+            assert torch.equal(out, torch.rot90(sq, k, dims=(-2, -1)))
+    # non-square: the aspect ratio is respected (4x6 turned by 90 degrees covers the middle 4 columns)
+    rect = _images(1, 1, 6, seed=14)[:, :, :4] | 1
+    out = affine(rect, torch.tensor([90.0]), torch.zeros(1, 2), torch.ones(1))
+    assert torch.equal(out[..., 1:5], torch.rot90(rect[..., 1:5], 1, dims=(-2, -1)))
+    assert int(out[..., [0, 5]].abs().sum()) == 0
+    # translation (dx, dy) = (2, 1) moves content right and down, zero fill
+    out = affine(x, zero, torch.tensor([[2.0, 1.0]]).expand(3, 2), one)
+    assert torch.equal(out[:, :, 1:, 2:], x[:, :, :-1, :-2])
+    assert int(out[:, :, :1].abs().sum()) == 0 and int(out[:, :, :, :2].abs().sum()) == 0
+    # translation is applied after the rotation, in output coordinates
+    out = affine(x, torch.full((3,), 90.0), torch.tensor([[0.0, 1.0]]).expand(3, 2), one)
+    assert torch.equal(out[:, :, 1:], torch.rot90(x, 1, dims=(-2, -1))[:, :, :-1])
+    # scale 0.5 about the centre of a 9x9 image: every other input pixel lands on the middle 5x5
+    big = _images(2, 1, 9, seed=15) | 1
+    out = affine(big, torch.zeros(2), torch.zeros(2, 2), torch.full((2,), 0.5))
+    assert torch.equal(out[:, :, 2:7, 2:7], big[:, :, ::2, ::2])
+    assert int(out.abs().sum()) == int(big[:, :, ::2, ::2].sum())  # zeros elsewhere
+    # parameters are per image
+    angles, shifts, scales = torch.tensor([90.0, 0.0, 180.0]), torch.tensor([[0.0, 0], [1, 0], [0, 0]]), one
+    batch = affine(x, angles, shifts, scales)
+    for i in range(3):
+        assert torch.equal(batch[i:i + 1], affine(x[i:i + 1], angles[i:i + 1], shifts[i:i + 1], scales[i:i + 1]))
+    assert affine(x.float(), angles, shifts, scales).dtype == torch.float32
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", [d for d in DATASETS if d != "digits"])
+def test_crosr_augment_keeps_shape_dtype_device_range(name: str, device: str) -> None:
+    policy = policy_for("crosr", name)
+    c, size = (1, 8) if name == "digits" else (1, 28) if name == "mnist" else (3, 32)
+    x = _images(20, c, size, policy.max_value).to(device)
+    y = augment(x, policy, torch.Generator().manual_seed(1))
+    assert y.shape == x.shape and y.dtype == torch.uint8 and y.device == x.device
+    assert int(y.max()) <= policy.max_value
+    assert not torch.equal(y, x)
+    assert augment(x[:0], policy, torch.Generator().manual_seed(1)).shape == (0, c, size, size)
+
+
+def test_crosr_augment_is_reproducible_and_leaves_global_rng_alone() -> None:
+    x = _images(32, 3, 32)
+    for name in ("cifar10", "mnist"):
+        policy = policy_for("crosr", name)
+        xin = x[:, :1] if name == "mnist" else x
+        state = torch.get_rng_state()
+        a = augment(xin, policy, torch.Generator().manual_seed(7))
+        assert torch.equal(torch.get_rng_state(), state)
+        assert torch.equal(a, augment(xin, policy, torch.Generator().manual_seed(7)))
+        assert not torch.equal(a, augment(xin, policy, torch.Generator().manual_seed(8)))
+    augment(x, policy_for("crosr", "cifar10"))  # no generator: global RNG, still works
+
+
+def test_jitter_affine_brightness_bounds_and_per_image_draws() -> None:
+    # A constant image: each output pixel is either fill (0) or the image value times that image's brightness
+    # factor in [0.5, 1.5], clipped; the centre pixel is never filled (|shift| <= 0.2 * size, scale >= 0.75).
+    for value, max_value, channels in ((100, 255, 1), (100, 255, 3), (12, 16, 1)):
+        x = torch.full((256, channels, 16, 16), value, dtype=torch.uint8)
+        y = jitter_affine(x, max_value, torch.Generator().manual_seed(21))
+        centre = y[:, :, 8, 8]
+        assert bool((centre == centre[:, :1]).all())  # grey stays grey under the hue shift
+        centre = centre[:, 0].float()
+        lo, hi = round(0.5 * value), min(round(1.5 * value), max_value)
+        assert float(centre.min()) >= lo and float(centre.max()) <= hi
+        assert float(centre.min()) < lo + 0.1 * value and float(centre.max()) > hi - 0.1 * value
+        assert bool(((y == 0) | (y == centre.to(torch.uint8).view(-1, 1, 1, 1))).all())  # one factor per image
+        assert int((y == 0).sum()) > 0  # zero fill from the warp
+    # identical images get different warps
+    x = _images(1, 3, 16, seed=22).expand(64, 3, 16, 16).contiguous()
+    y = jitter_affine(x, 255, torch.Generator().manual_seed(23))
+    assert len({tuple(img.flatten().tolist()) for img in y}) == 64
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jitter_affine_draw_ranges(channels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, torch.Tensor | None] = {}
+    real_jitter, real_affine = augment_module.color_jitter, augment_module.affine
+
+    def spy_jitter(x, brightness, hue, max_value):
+        seen.update(brightness=brightness, hue=hue)
+        return real_jitter(x, brightness, hue, max_value)
+
+    def spy_affine(x, angle, translate, scale):
+        seen.update(angle=angle, translate=translate, scale=scale)
+        return real_affine(x, angle, translate, scale)
+
+    monkeypatch.setattr(augment_module, "color_jitter", spy_jitter)
+    monkeypatch.setattr(augment_module, "affine", spy_affine)
+    n, h, w = 2000, 20, 30
+    jitter_affine(torch.zeros((n, channels, h, w), dtype=torch.uint8), 255, torch.Generator().manual_seed(26))
+
+    def spans(t: torch.Tensor, lo: float, hi: float) -> bool:  # inside [lo, hi] and close to both ends
+        return lo <= float(t.min()) < lo + 0.02 * (hi - lo) and hi - 0.02 * (hi - lo) < float(t.max()) <= hi
+
+    assert spans(seen["brightness"], 0.5, 1.5)
+    assert seen["hue"] is None if channels == 1 else spans(seen["hue"], -0.3, 0.3)
+    assert spans(seen["angle"], -30, 30) and spans(seen["scale"], 0.75, 1.0)
+    dx, dy = seen["translate"].unbind(1)  # whole pixels, up to 0.2 of the width / height
+    assert torch.equal(dx, dx.round()) and torch.equal(dy, dy.round())
+    assert (int(dx.min()), int(dx.max()), int(dy.min()), int(dy.max())) == (-6, 6, -4, 4)
+    assert len({round(float(v), 6) for v in seen["angle"]}) == n  # one draw per image
+
+
+def test_crosr_flip_only_for_natural_images() -> None:
+    # Flip is the last step and draws last: with equal seeds, a flipping policy's output is the
+    # non-flipping one's, mirrored for some images and unchanged for the others.
+    x = _images(64, 3, 16, seed=24)
+    flipped = augment(x, policy_for("crosr", "cifar10"), torch.Generator().manual_seed(25))
+    plain = augment(x, policy_for("crosr", "svhn"), torch.Generator().manual_seed(25))
+    mirrored = torch.tensor([torch.equal(flipped[i], plain[i].flip(-1)) for i in range(64)])
+    kept = torch.tensor([torch.equal(flipped[i], plain[i]) for i in range(64)])
+    assert bool((mirrored | kept).all()) and 10 < int(mirrored.sum()) < 54
+    for name in ("mnist", "svhn"):
+        assert not policy_for("crosr", name).flip
 
 
 def test_resize() -> None:
