@@ -6,18 +6,23 @@ import abc
 import dataclasses
 import math
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from methods.backbones import resolve_backbone
 from methods.optim import DecoupledSGD, lr_at_epoch
 
 
 class DivergedError(RuntimeError):
     """Training produced a non-finite loss; the trial must end as errored with this reason."""
+
+
+class InvalidCellError(ValueError):
+    """A post-hoc setting cannot score this model (e.g. an invalid Weibull fit); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,14 @@ class Method(abc.ABC):
         self.config = config
         self.info = info
 
+    @classmethod
+    def input_size(cls, config: MethodConfig, dataset: str, native_size: int) -> int:
+        """Side of the square images the model is fed. difair.md §9.1: only MNIST is resized (28 → 32),
+        and only for the VGG32 trunk that expects 32 px."""
+        if dataset == "mnist" and resolve_backbone(getattr(config, "backbone", "auto"), native_size) == "vgg32":
+            return 32
+        return native_size
+
     @abc.abstractmethod
     def train_epoch(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int) -> dict[str, float]:
         """One pass over the training batches; returns training logs (at least ``train_loss``)."""
@@ -114,6 +127,22 @@ class Method(abc.ABC):
     def diagnostics(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
         """Method-specific validation numbers that need labels (e.g. DIFAIR's hypersphere share)."""
         return {}
+
+    def prepare_evaluation(self, train_batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        """Fit what scoring needs from the labelled training partition (test transform), before
+        ``evaluate``; e.g. OpenMax's class means and Weibull tails. Called before every evaluation, so a
+        method that needs it caches its fit until the model changes. Default: nothing to fit."""
+        return None
+
+    def posthoc_cells(self) -> list[Any]:
+        """Settings that change scoring but not training (crosr_openmax.md §9), evaluated as a grid on
+        every checkpoint. Each cell has a ``key`` usable in metric names. Default: none."""
+        return []
+
+    def score_cell(self, outputs: dict[str, np.ndarray], cell: Any) -> dict[str, np.ndarray]:
+        """``score`` (and ``pred_native`` where the method has its own K+1 decision) of ``evaluate``
+        outputs re-scored under one post-hoc ``cell``."""
+        raise NotImplementedError(f"{self.name} has no post-hoc parameters")
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]: ...
@@ -135,9 +164,11 @@ class SupervisedMethod(Method):
         super().__init__(config, info)
         # channels_last: 1.8× faster conv training on CPU here (oneDNN) and the layout tensor cores want.
         self.model = self.build_model().to(info.device, memory_format=torch.channels_last)
-        self.optimizer = DecoupledSGD(
-            self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        self.optimizer = self.build_optimizer()
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        return DecoupledSGD(self.model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
 
     @abc.abstractmethod
     def build_model(self) -> torch.nn.Module: ...
@@ -174,13 +205,17 @@ class SupervisedMethod(Method):
         return {"train_loss": train_loss, "lr": lr}
 
     @torch.no_grad()
-    def evaluate(self, batches: Iterable[torch.Tensor]) -> dict[str, np.ndarray]:
+    def collect_outputs(self, batches: Iterable[torch.Tensor]) -> dict[str, np.ndarray]:
+        """``outputs`` of every batch in eval mode, concatenated into numpy arrays."""
         self.model.eval()
         parts: dict[str, list[torch.Tensor]] = {}
         for x in batches:
             for key, value in self.outputs(x).items():
                 parts.setdefault(key, []).append(value.float() if value.is_floating_point() else value)
-        result = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+        return {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+
+    def evaluate(self, batches: Iterable[torch.Tensor]) -> dict[str, np.ndarray]:
+        result = self.collect_outputs(batches)
         result["score"] = result[f"score_{self.primary_score}"]
         return result
 

@@ -55,3 +55,10 @@ def lr_at_epoch(
         phase = ((epoch - 1) % period) / period
         return base_lr * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * phase)) + alpha)
     raise ValueError(f"unknown lr schedule {variant!r}")
+
+
+def step_lr(epoch: int, base_lr: float, step_epochs: int, gamma: float) -> float:
+    """StepLR: ``base_lr·gamma^⌊epoch/step_epochs⌋`` for 0-indexed ``epoch`` (crosr_openmax.md §4)."""
+    if step_epochs < 1:
+        raise ValueError(f"step_epochs must be >= 1, got {step_epochs}")
+    return base_lr * gamma ** (epoch // step_epochs)

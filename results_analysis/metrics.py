@@ -31,6 +31,7 @@ __all__ = [
     "fpr_at_tpr95",
     "macro_f1",
     "nmi",
+    "open_set_f1",
     "open_set_predictions",
     "osr_metrics",
     "oscr",
@@ -221,3 +222,31 @@ def clustering_metrics(y_true: ArrayLike, y_cluster: ArrayLike, prefix: str = ""
         "ari": ari(y_true, y_cluster),
     }
     return {prefix + k: v for k, v in values.items()}
+
+
+def open_set_f1(
+    pred_known: ArrayLike,
+    y_known: ArrayLike,
+    pred_unknown: ArrayLike,
+    num_known: int,
+    score_known: ArrayLike | None = None,
+    score_unknown: ArrayLike | None = None,
+    threshold: float | None = None,
+    prefix: str = "",
+    suffix: str = "",
+) -> dict[str, float]:
+    """Macro-F1 over K+1 classes and the unknown-class F1 of known and unknown samples together (§8.5).
+
+    With a ``threshold`` the protocol rule applies: unknown (= K) when the score exceeds it, else the
+    closed-set prediction. Without one the predictions are taken as they are (e.g. OpenMax's native
+    argmax over K+1, where K already means unknown)."""
+    pk, pu = _labels(pred_known, "pred_known"), _labels(pred_unknown, "pred_unknown")
+    if threshold is not None:
+        if score_known is None or score_unknown is None:
+            raise ValueError("a threshold needs score_known and score_unknown")
+        pk = open_set_predictions(pk, score_known, threshold, num_known)
+        pu = open_set_predictions(pu, score_unknown, threshold, num_known)
+    y = np.concatenate([_labels(y_known, "y_known"), np.full(pu.size, num_known)])
+    p = np.concatenate([pk, pu])
+    values = {"macro_f1": macro_f1(y, p, num_known), "unknown_f1": unknown_f1(y, p, num_known)}
+    return {prefix + k + suffix: v for k, v in values.items()}

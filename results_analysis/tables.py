@@ -519,3 +519,38 @@ def to_markdown(summary: pd.DataFrame) -> str:
 def to_csv(summary: pd.DataFrame, path: str | Path) -> None:
     """Write a :func:`summarize` table as CSV (raw fractions, full precision)."""
     summary.to_csv(path, index=False)
+
+
+# Post-hoc grids (crosr_openmax.md §9): one row per (split, seed, phase, cell) with that cell's metrics.
+GRID_FILE = "posthoc_grid.parquet"
+GRID_METRICS = ("auroc", "oscr", "tnr_at_tpr95", "macro_f1", "unknown_f1", "threshold", "macro_f1_native",
+                "unknown_f1_native")
+
+
+def select_posthoc_cell(grid: pd.DataFrame, metric: str = "auroc") -> dict[str, Any]:
+    """The grid cell with the best mean **validation** ``metric`` over every (split, seed) run in ``grid``.
+
+    A cell that could not be scored in some run (NaN) has no mean and cannot be chosen. Returns
+    ``{"selected", "selected_val_<metric>", "invalid_cells", "selection"}`` (no ``selected`` when no
+    cell is valid)."""
+    val = grid[grid["phase"] == "val"]
+    if val.empty:
+        raise ValueError("the post-hoc grid has no validation rows: a cell is chosen on validation only")
+    means = val.groupby("cell")[metric].agg(lambda v: v.mean(skipna=False)).dropna()
+    info: dict[str, Any] = {
+        "selection": f"best mean validation {metric} over {val[['split', 'seed']].drop_duplicates().shape[0]} "
+                     "(split, seed) runs",
+        "invalid_cells": int(val["cell"].nunique() - len(means)),
+    }
+    if len(means):
+        info["selected"] = str(means.idxmax())
+        info[f"selected_val_{metric}"] = float(means.max())
+    return info
+
+
+def posthoc_records(grid: pd.DataFrame, cell: str) -> list[dict[str, Any]]:
+    """Records (split, seed, phase, metric = grid_<name>, value) of one cell, for the tidy tables."""
+    rows = grid[grid["cell"] == cell]
+    return [{"split": int(r["split"]), "seed": int(r["seed"]), "phase": r["phase"], "metric": f"grid_{name}",
+             "value": float(r[name])}
+            for r in rows.to_dict("records") for name in GRID_METRICS if name in r and not pd.isna(r[name])]

@@ -90,14 +90,16 @@ def trial_dirname(trial: Any) -> str:
     return f"{trial.trainable_name}_{trial.trial_id}"
 
 
-def _define(trial: Any, *, method: str, max_epochs: int, fixed: dict[str, Any]) -> dict[str, Any]:
-    return {**get_space(method).define(trial, max_epochs), **fixed}
+def _define(trial: Any, *, method: str, max_epochs: int, num_known: int, fixed: dict[str, Any]) -> dict[str, Any]:
+    return {**get_space(method).define(trial, max_epochs, num_known), **fixed}
 
 
 def search_tuner(request: Request, bundle: DataBundle) -> tune.Tuner:
     space = get_space(request.method)
     fixed = {"method": request.method, "dataset": request.dataset, "splits": request.splits, "seeds": request.seeds}
-    define = functools.partial(_define, method=request.method, max_epochs=request.max_epochs, fixed=fixed)
+    num_known = len(bundle.splits[request.splits[0]].known)
+    define = functools.partial(_define, method=request.method, max_epochs=request.max_epochs, num_known=num_known,
+                               fixed=fixed)
     searcher = PruningAwareOptunaSearch(
         space=define,
         metric=request.metric,

@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 from ray import tune
 
-from results_analysis.tables import config_key, summarize
+from results_analysis.tables import GRID_FILE, config_key, posthoc_records, select_posthoc_cell, summarize
 
 
 @dataclass
@@ -38,11 +38,28 @@ class Summary:
     def config(self) -> dict[str, Any]:
         return self.chosen[0].final["config"] if self.chosen else {}
 
+    @property
+    def posthoc(self) -> dict[str, Any]:
+        """The post-hoc cell re-chosen on validation over the grids of every chosen run together (a
+        re-run trains one trial per (split, seed): a per-trial choice would be per split)."""
+        grids = [pd.read_parquet(o.path / GRID_FILE) for o in self.chosen if (o.path / GRID_FILE).exists()]
+        if not grids:
+            return {}
+        grid = pd.concat(grids, ignore_index=True)
+        info = {"sampled": self.chosen[0].final.get("posthoc", {}).get("sampled"), **select_posthoc_cell(grid)}
+        if "selected" in info:
+            info["differs"] = info["selected"] != info["sampled"]
+            info["records"] = posthoc_records(grid, info["selected"])
+        return info
+
     def table(self, phase: str) -> pd.DataFrame:
         """Mean ± std over the chosen runs, one row per metric (results_analysis does the arithmetic)."""
+        posthoc = self.posthoc
+        records = [r for o in self.chosen for r in o.final["records"] if not r["metric"].startswith("grid_")]
+        records += posthoc.get("records", [])
         rows = [{**r, "method": self.method, "dataset": self.dataset, "config": config_key(self.config),
-                 "status": "finished", "trial_id": o.trial_id}
-                for o in self.chosen for r in o.final["records"] if r["phase"] == phase]
+                 "status": "finished", "trial_id": "chosen"}
+                for r in records if r["phase"] == phase]
         if not rows:
             return pd.DataFrame()
         return summarize(pd.DataFrame(rows), phase=phase).set_index("metric")
@@ -113,6 +130,11 @@ def render(summary: Summary, best_yaml: Path | None) -> str:
             per_split = "  ".join(f"s{c[10:]}={row[c]:.4f}" for c in split_cols)
             std = "nan" if math.isnan(row["std"]) else f"{row['std']:.4f}"
             lines.append(f"  {metric:<26} {row['mean']:.4f} ± {std}   [{per_split}]")
+    posthoc = summary.posthoc
+    if posthoc:
+        chosen = posthoc.get("selected", "none (every cell had an invalid fit)")
+        lines.append(f"\nPost-hoc cell: sampled {posthoc['sampled']}; re-chosen on validation over the grid: {chosen}"
+                     f" ({posthoc['invalid_cells']} invalid cells). Its metrics are the grid_* rows.")
     if best_yaml is not None:
         lines.append(f"\nBest config written to {best_yaml}")
         lines.append(f"Re-run it on every split: python search/run.py --config {best_yaml}")
@@ -133,6 +155,7 @@ def export_yaml(summary: Summary, path: Path) -> None:
         "dataset": summary.dataset,
         "config": summary.config,
         "metrics": {"objective": summary.metric, **metrics},
+        "posthoc": {k: v for k, v in summary.posthoc.items() if k != "records"},
         "derived": summary.chosen[0].final.get("derived", {}),
         "conventions": summary.chosen[0].final.get("conventions", {}),
         "command": f"python search/run.py --config {path}",

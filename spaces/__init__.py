@@ -1,7 +1,8 @@
 """Search spaces, one module per method (``spaces/<method>.py``), found by name.
 
-A space module defines ``define(trial, max_epochs) -> dict`` (Optuna define-by-run: suggested values
-are captured from the trial, the returned dict holds the fixed ones) and ``asha(max_epochs) -> dict``
+A space module defines ``define(trial, max_epochs, num_known) -> dict`` (Optuna define-by-run:
+suggested values are captured from the trial, the returned dict holds the fixed ones; ``num_known`` is
+K, which bounds e.g. OpenMax's alpha rank) and ``asha(max_epochs) -> dict``
 (its early-stopping settings). Parameters that only steer the search, such as an on/off switch, are
 named ``search/...`` so they land under the config's ``search`` key, which the trainable ignores."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 
 def get_space(method: str) -> ModuleType:
@@ -34,3 +36,11 @@ def recipe_fixed(max_epochs: int) -> dict[str, int]:
 def asha_default(max_epochs: int) -> dict[str, int]:
     """Rungs at grace·3^k epochs: a tenth of the budget first, at least one epoch."""
     return {"grace_period": max(1, max_epochs // 10), "reduction_factor": 3}
+
+
+def suggest_openmax(trial: Any, num_known: int) -> None:
+    """OpenMax's post-hoc parameters (crosr_openmax.md §11). Every checkpoint is also scored over the
+    whole grid of them, so sampling them lets the searcher model their interaction with training."""
+    trial.suggest_categorical("tailsize", [10, 20, 50, 100, 200])
+    trial.suggest_int("alpha_rank", 1, num_known)
+    trial.suggest_categorical("distance", ["euclidean", "eucos", "cosine"])

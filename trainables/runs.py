@@ -4,6 +4,7 @@ bench/overhead.py runs this same code bare to measure what Tune costs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -16,10 +17,11 @@ import pandas as pd
 import torch
 
 from data import ImagePool, Split, to_training_labels
-from data.augment import AugmentPolicy, Normalizer, augment, default_policy, fit_normalizer, resize
+from data.augment import AugmentPolicy, Normalizer, augment, fit_normalizer, policy_for, resize
 from methods import DataInfo, Method, get_method
-from methods.backbones import resolve_backbone
-from results_analysis.metrics import auroc, osr_metrics
+from methods.base import InvalidCellError
+from results_analysis.metrics import auroc, open_set_f1, osr_metrics, threshold_at_tpr
+from results_analysis.tables import GRID_FILE, posthoc_records, select_posthoc_cell
 
 # Keys of a trial config that describe the experiment rather than the method's hyperparameters.
 META_KEYS = ("method", "dataset", "splits", "seeds", "search")
@@ -61,13 +63,6 @@ def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     meta = {k: config[k] for k in META_KEYS if k in config}
     hparams = {k: v for k, v in config.items() if k not in META_KEYS}
     return meta, hparams
-
-
-def model_input_size(dataset: str, native_size: int, backbone: str) -> int:
-    # difair.md §9.1: only MNIST is resized (28 → 32), and only for the VGG32 trunk that expects 32 px.
-    if dataset == "mnist" and resolve_backbone(backbone, native_size) == "vgg32":
-        return 32
-    return native_size
 
 
 # With reuse_actors=True the same worker runs many trials: keep the dataset on the device between them.
@@ -141,19 +136,66 @@ class Run:
         for start in range(0, len(x), EVAL_BATCH):
             yield self.normalizer(x[start : start + EVAL_BATCH]).contiguous(memory_format=torch.channels_last)
 
+    def labelled_batches(self, part: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``part`` with the test transform, and its labels (what OpenMax fits its class means on)."""
+        for x, start in zip(self.eval_batches(part), range(0, len(self.y[part]), EVAL_BATCH), strict=True):
+            yield x, self.y[part][start : start + EVAL_BATCH]
+
     def evaluate(self, part: str) -> dict[str, np.ndarray]:
+        self.method.prepare_evaluation(lambda: self.labelled_batches("train"))
         return self.method.evaluate(self.eval_batches(part))
 
-    def osr_metrics(self, phase: str) -> tuple[dict[str, float], dict[str, dict[str, np.ndarray]]]:
-        """Metrics on the balanced known/unknown sets of ``phase`` (val or test), all from one place."""
-        known, unknown = self.evaluate(f"{phase}_known"), self.evaluate(f"{phase}_unknown")
+    def outputs(self, phase: str) -> dict[str, dict[str, np.ndarray]]:
+        return {"known": self.evaluate(f"{phase}_known"), "unknown": self.evaluate(f"{phase}_unknown")}
+
+    def osr_metrics(self, phase: str, reference: Mapping[str, np.ndarray] | None = None
+                    ) -> tuple[dict[str, float], dict[str, dict[str, np.ndarray]]]:
+        """Metrics on the balanced known/unknown sets of ``phase`` (val or test), all from one place.
+
+        ``reference`` holds the known validation outputs that every score's macro-F1 threshold is
+        chosen on (protocol.md §8.5); without it, ``phase``'s own knowns (validation itself)."""
+        outputs = self.outputs(phase)
+        known, unknown = outputs["known"], outputs["unknown"]
         labels = self.y[f"{phase}_known"].cpu().numpy()
         metrics = osr_metrics(known["pred"], labels, known["score"], unknown["score"], prefix=f"{phase}_")
+        reference = known if reference is None else reference
+        num_known = len(self.split.known)
         for name in known:
-            if name.startswith("score_") and not np.array_equal(known[name], known["score"]):
-                metrics[f"{phase}_auroc_{name[6:]}"] = auroc(known[name], unknown[name])
+            if not (name == "score" or name.startswith("score_")):
+                continue
+            if name != "score" and np.array_equal(known[name], known["score"]):
+                continue  # the primary score under its own name
+            suffix = "" if name == "score" else f"_{name[6:]}"
+            if suffix:
+                metrics[f"{phase}_auroc{suffix}"] = auroc(known[name], unknown[name])
+            tau = threshold_at_tpr(reference[name], 0.95)
+            metrics[f"{phase}_threshold{suffix}"] = tau
+            metrics.update(open_set_f1(known["pred"], labels, unknown["pred"], num_known, known[name],
+                                       unknown[name], tau, prefix=f"{phase}_", suffix=suffix))
+        if "pred_native" in known:
+            metrics.update(open_set_f1(known["pred_native"], labels, unknown["pred_native"], num_known,
+                                       prefix=f"{phase}_", suffix="_native"))
         metrics.update({f"{phase}_{k}": v for k, v in self.method.diagnostics(known, labels).items()})
-        return metrics, {"known": known, "unknown": unknown}
+        return metrics, outputs
+
+    def cell_metrics(self, phase: str, outputs: Mapping[str, Mapping[str, np.ndarray]], cell: Any,
+                     reference: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
+        """Open-set metrics of one post-hoc ``cell``; with ``reference`` (validation outputs, rescored
+        here) also the thresholded and native macro-F1. Raises if the cell cannot be scored."""
+        known = self.method.score_cell(dict(outputs["known"]), cell)
+        unknown = self.method.score_cell(dict(outputs["unknown"]), cell)
+        labels = self.y[f"{phase}_known"].cpu().numpy()
+        pred_k, pred_u = outputs["known"]["pred"], outputs["unknown"]["pred"]
+        metrics = osr_metrics(pred_k, labels, known["score"], unknown["score"])
+        if reference is not None:
+            num_known = len(self.split.known)
+            tau = threshold_at_tpr(self.method.score_cell(dict(reference), cell)["score"], 0.95)
+            metrics["threshold"] = tau
+            metrics.update(open_set_f1(pred_k, labels, pred_u, num_known, known["score"], unknown["score"], tau))
+            if "pred_native" in known:
+                metrics.update(open_set_f1(known["pred_native"], labels, unknown["pred_native"], num_known,
+                                           suffix="_native"))
+        return metrics
 
 
 def build_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBundle, split_id: int, seed: int,
@@ -162,7 +204,7 @@ def build_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBundle, 
     config = method_cls.Config.from_dict(hparams)
     split = bundle.splits[split_id]
     native = bundle.train_x.shape[-1]
-    size = model_input_size(bundle.dataset, native, getattr(config, "backbone", "auto"))
+    size = method_cls.input_size(config, bundle.dataset, native)
     train_x = _on_device(bundle, "train_x", device, size)
     test_x = _on_device(bundle, "test_x", device, size)
     train_y = _on_device(bundle, "train_y", device, size)
@@ -186,8 +228,7 @@ def build_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBundle, 
     generator = torch.Generator(device=device)
     generator.manual_seed(run_seed(split_id, seed))
     info = DataInfo(channels=train_x.shape[1], image_size=size, num_known=len(split.known), device=device)
-    aug_mode = getattr(config, "aug_mode", "torchvision")
-    policy = None if aug_mode == "none" else default_policy(bundle.dataset, getattr(config, "aug_magnitude", 9))
+    policy = policy_for(getattr(config, "aug_mode", "torchvision"), bundle.dataset, getattr(config, "aug_magnitude", 9))
     method = method_cls(config, info)
     return Run(
         split=split,
@@ -222,36 +263,90 @@ class TrialRuns:
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """Train every run for one epoch and validate; returns the metrics a trial reports."""
         per_run: dict[str, dict[str, float]] = {}
+        grid: dict[str, list[float]] = {}
+        unscorable: list[str] = []
         for run in self.runs:
             logs = run.train_epoch(self.batch_size, epoch)
-            val, _ = run.osr_metrics("val")
+            try:
+                val, outputs = run.osr_metrics("val")
+            except InvalidCellError as err:
+                # A half-trained model OpenMax cannot fit (e.g. a class with no correctly classified
+                # training image yet). The final evaluation raises this error; mid-search the epoch is
+                # reported as NaN with the reason, which ASHA and Optuna take as "no information".
+                unscorable.append(f"{run.key}: {err}")
+                per_run[run.key] = dict(logs)
+                for cell in run.method.posthoc_cells():
+                    grid.setdefault(cell.key, []).append(math.nan)
+                continue
             per_run[run.key] = {**logs, **val}
-        return {**_mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run}
+            for cell in run.method.posthoc_cells():
+                grid.setdefault(cell.key, []).append(_cell_value(run, outputs, cell))
+        result: dict[str, Any] = {**_mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run}
+        if unscorable:
+            result["val_auroc"] = math.nan
+            result["val_unscorable_runs"] = len(unscorable)
+            result["unscorable_reason"] = "; ".join(unscorable)
+        if grid:
+            result.update(self._grid_report(grid, result["val_auroc"]))
+        return result
 
-    def test(self) -> tuple[list[dict[str, Any]], pd.DataFrame]:
-        """Test metrics per run (balanced sets, plus accuracy on every known test image) and the
-        per-sample test scores. Never reported to the searcher."""
+    def _grid_report(self, grid: Mapping[str, list[float]], sampled_auroc: float) -> dict[str, Any]:
+        """Validation AUROC of every post-hoc cell (mean over runs; NaN where any run's fit was
+        invalid), the best cell, and — for ``posthoc_objective = grid_best`` — the objective."""
+        means = {key: float(np.mean(values)) for key, values in grid.items()}
+        report: dict[str, Any] = {f"posthoc/{key}/val_auroc": v for key, v in means.items()}
+        valid = {k: v for k, v in means.items() if math.isfinite(v)}
+        report["posthoc_invalid_cells"] = len(means) - len(valid)
+        if valid:
+            best = max(valid, key=lambda k: valid[k])
+            report["posthoc_best_cell"] = best
+            report["posthoc_best_val_auroc"] = valid[best]
+        if getattr(self.config, "posthoc_objective", "sampled") == "grid_best":
+            report["val_auroc_sampled"] = sampled_auroc
+            report["val_auroc"] = report.get("posthoc_best_val_auroc", math.nan)
+        return report
+
+    def test(self) -> TestOutcome:
+        """Test metrics per run (balanced sets, plus accuracy on every known test image), the per-sample
+        test scores and the post-hoc grid. Never reported to the searcher; thresholds and the grid
+        cell are chosen on validation outputs of the same final models."""
         records: list[dict[str, Any]] = []
         frames = []
+        grid_rows: list[dict[str, Any]] = []
         for run in self.runs:
-            metrics, outputs = run.osr_metrics("test")
+            val = run.outputs("val")
+            metrics, outputs = run.osr_metrics("test", reference=val["known"])
             full = run.evaluate("test_known_full")
             metrics["test_acc_full"] = float(np.mean(full["pred"] == run.y["test_known_full"].cpu().numpy()))
-            for name, value in metrics.items():
-                records.append({"split": run.split.split, "seed": run.seed, "phase": "test",
-                                "metric": name.removeprefix("test_"), "value": float(value)})
+            records += _records(run, "test", metrics)
             frames.append(_score_frame(run, outputs))
-        return records, pd.concat(frames, ignore_index=True)
+            for cell in run.method.posthoc_cells():
+                for phase, out in (("val", val), ("test", outputs)):
+                    row = {"split": run.split.split, "seed": run.seed, "phase": phase, "cell": cell.key,
+                           **dataclasses.asdict(cell), "invalid_reason": ""}
+                    try:
+                        row.update(run.cell_metrics(phase, out, cell, reference=val["known"]))
+                    except InvalidCellError as err:
+                        row["invalid_reason"] = str(err)
+                    grid_rows.append(row)
+        outcome = TestOutcome(records, pd.concat(frames, ignore_index=True))
+        if grid_rows:
+            outcome.grid = pd.DataFrame(grid_rows)
+            sampled = getattr(self.runs[0].method, "sampled_cell", None)
+            outcome.posthoc = {"sampled": sampled().key if sampled else None, **select_posthoc_cell(outcome.grid)}
+            if "selected" in outcome.posthoc:
+                outcome.posthoc["differs"] = outcome.posthoc["selected"] != outcome.posthoc["sampled"]
+                records += posthoc_records(outcome.grid, outcome.posthoc["selected"])
+        return outcome
 
     def write_final(self, trial_dir: Path, trial_id: str, last_epoch: Mapping[str, Any]) -> dict[str, Any]:
-        """Writes final_metrics.json and test_scores.parquet into the trial folder."""
-        records, scores = self.test()
+        """Writes final_metrics.json, test_scores.parquet and, for methods with post-hoc parameters,
+        posthoc_grid.parquet (val and test metrics of every cell and run) into the trial folder."""
+        outcome = self.test()
+        records = outcome.records
         for key, values in last_epoch["runs"].items():
             run = next(r for r in self.runs if r.key == key)
-            for name, value in values.items():
-                if name.startswith("val_"):
-                    records.append({"split": run.split.split, "seed": run.seed, "phase": "val",
-                                    "metric": name.removeprefix("val_"), "value": float(value)})
+            records += _records(run, "val", {k: v for k, v in values.items() if k.startswith("val_")})
         final = {
             "trial_id": trial_id,
             "method": self.method_name,
@@ -262,8 +357,12 @@ class TrialRuns:
             "status": "finished",
             "records": records,
         }
+        if outcome.posthoc:
+            final["posthoc"] = outcome.posthoc
         trial_dir.mkdir(parents=True, exist_ok=True)
-        scores.to_parquet(trial_dir / "test_scores.parquet", index=False)
+        outcome.scores.to_parquet(trial_dir / "test_scores.parquet", index=False)
+        if outcome.grid is not None:
+            outcome.grid.to_parquet(trial_dir / GRID_FILE, index=False)
         tmp = trial_dir / "final_metrics.json.tmp"
         tmp.write_text(json.dumps(final, indent=1, sort_keys=True))
         tmp.replace(trial_dir / "final_metrics.json")
@@ -284,6 +383,28 @@ class TrialRuns:
             run.generator.set_state(saved["generator"])
             run.rng_state = saved["rng"]
         return int(state["epoch"])
+
+
+@dataclass
+class TestOutcome:
+    records: list[dict[str, Any]]
+    scores: pd.DataFrame
+    grid: pd.DataFrame | None = None
+    posthoc: dict[str, Any] = field(default_factory=dict)
+
+
+def _records(run: Run, phase: str, metrics: Mapping[str, float]) -> list[dict[str, Any]]:
+    return [{"split": run.split.split, "seed": run.seed, "phase": phase,
+             "metric": name.removeprefix(f"{phase}_"), "value": float(value)} for name, value in metrics.items()]
+
+
+def _cell_value(run: Run, outputs: Mapping[str, Mapping[str, np.ndarray]], cell: Any) -> float:
+    try:
+        known = run.method.score_cell(dict(outputs["known"]), cell)["score"]
+        unknown = run.method.score_cell(dict(outputs["unknown"]), cell)["score"]
+    except InvalidCellError:
+        return math.nan  # an invalid Weibull fit in this cell: the cell is out, the others proceed (§7.5)
+    return auroc(known, unknown)
 
 
 def _mean_over_runs(per_run: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -312,7 +433,7 @@ def _score_frame(run: Run, outputs: Mapping[str, Mapping[str, np.ndarray]]) -> p
             "pred": out["pred"],
         })
         for name, values in out.items():
-            if name.startswith("score_"):
+            if name.startswith("score_") or name == "pred_native":
                 frame[name] = values
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
