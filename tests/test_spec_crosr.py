@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from methods import DataInfo, get_method
-from methods.crosr import DHRNet, CrosrConfig, activation_vector, crosr_loss, resolve_dhrnet
+from methods.crosr import CrosrConfig, DHRNet, activation_vector, crosr_loss, resolve_dhrnet
 from methods.optim import step_lr
 
 
