@@ -61,11 +61,14 @@ def test_search_samples_post_hoc_parameters_in_optuna(search):
 def test_every_epoch_reports_the_whole_grid_on_validation(search):
     for trial in trial_dirs(search["experiment"]):
         for row in results(trial):
-            if "val_auroc" not in row:
-                continue  # an errored trial names its invalid fit in error.txt instead
             grid = {k: v for k, v in row.items() if k.startswith("posthoc/")}
             assert len(grid) == GRID_CELLS
             finite = [v for v in grid.values() if v == v]
+            if row["val_auroc"] != row["val_auroc"]:
+                # A model OpenMax cannot fit yet: NaN with the reason, never a number made up for it.
+                assert "no valid Weibull fit for class" in row["unscorable_reason"]
+                assert row["posthoc_invalid_cells"] == GRID_CELLS - len(finite)
+                continue
             assert row["posthoc_best_val_auroc"] == pytest.approx(max(finite))
             assert row["posthoc_invalid_cells"] == GRID_CELLS - len(finite)
             cfg = row["config"]
