@@ -64,9 +64,9 @@ def main() -> None:
         rows["train"].append(timed(lambda e=epoch: run.train_epoch(runs.batch_size, e)))
         rows["head fit"].append(timed(lambda: run.method.prepare_evaluation(lambda: run.labelled_batches("train"))))
         found: dict = {}
-        rows["validation (sampled cell)"].append(timed(lambda: found.update(out=run.osr_metrics("val")[1])))
+        rows["validation (sampled cell)"].append(timed(lambda f=found: f.update(out=run.osr_metrics("val")[1])))
         cells = run.method.posthoc_cells()
-        rows["grid"].append(timed(lambda: [_cell_value(run, found["out"], c) for c in cells]))
+        rows["grid"].append(timed(lambda f=found, cs=cells: [_cell_value(run, f["out"], c) for c in cs]))
 
     print(f"# {args.method} on {args.dataset} split 0, {len(run.y['train'])} training images, "
           f"{len(run.y['val_known']) + len(run.y['val_unknown'])} validation images, {len(cells)} grid cells; "

@@ -55,10 +55,12 @@ def test_learns_mnist_split0_in_three_epochs(mnist_bundle, method):
     assert type(getattr(model, "backbone", model)).__name__ == trunk
     if method == "crosr":
         assert model.stages[0][0].out_channels == 16  # the quarter-width ("small") DHRNet
-    first = runs.train_epoch(0)
-    for epoch in (1, 2):
-        last = runs.train_epoch(epoch)
+    run = runs.runs[0]
+    first = run.train_epoch(runs.batch_size, 0)
+    run.train_epoch(runs.batch_size, 1)
+    last = runs.train_epoch(2)  # validates (and fits OpenMax) once, on the final model: ~35 s less per method
     assert last["train_loss"] < first["train_loss"]
+    assert last["val_auroc"] >= 0.85, last
     outcome = runs.test()
     test = pd.DataFrame(outcome.records).query("phase == 'test'").set_index("metric")["value"]
     assert test["auroc"] >= 0.90, test.to_dict()
