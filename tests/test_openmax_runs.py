@@ -107,3 +107,31 @@ def test_openmax_trains_exactly_the_softmax_baseline(digits):
     for name, tensor in trained["softmax"][0].items():
         assert torch.equal(tensor, trained["openmax"][0][name]), name
     assert trained["openmax"][1]["val_auroc_mls"] == pytest.approx(trained["softmax"][1]["val_auroc"])
+
+
+def test_report_rechooses_the_cell_over_all_chosen_runs(tmp_path):
+    """A --config re-run trains one trial per (split, seed): the cell must be chosen on their
+    validation grids together, not per trial (where each split would pick its own)."""
+    from search.report import Summary, TrialOutcome
+
+    def grid(split: int, val: dict[str, float], test: dict[str, float]) -> pd.DataFrame:
+        return pd.DataFrame([{"split": split, "seed": 0, "phase": phase, "cell": cell, "auroc": v}
+                             for phase, values in (("val", val), ("test", test)) for cell, v in values.items()])
+
+    outcomes = []
+    # Split 0 alone would pick A, split 1 alone B; together C has the best mean (0.85 vs 0.80, 0.75).
+    for split, val, test in ((0, {"A": 0.95, "B": 0.65, "C": 0.85}, {"A": 0.5, "B": 0.5, "C": 0.9}),
+                             (1, {"A": 0.65, "B": 0.95, "C": 0.85}, {"A": 0.5, "B": 0.5, "C": 0.7})):
+        folder = tmp_path / f"trial{split}"
+        folder.mkdir()
+        grid(split, val, test).to_parquet(folder / "posthoc_grid.parquet")
+        final = {"config": {"tailsize": 20}, "posthoc": {"sampled": "A"},
+                 "records": [{"split": split, "seed": 0, "phase": "test", "metric": "auroc", "value": 0.5},
+                             {"split": split, "seed": 0, "phase": "test", "metric": "grid_auroc", "value": 0.0}]}
+        outcomes.append(TrialOutcome(f"t{split}", folder, "finished", 0.5, final=final))
+    summary = Summary("crosr", "digits", "val_auroc", outcomes, chosen=outcomes)
+    assert summary.posthoc["selected"] == "C" and summary.posthoc["differs"]
+    test = summary.table("test")
+    # The per-trial grid_* records are replaced by the jointly chosen cell's test values.
+    assert test.loc["grid_auroc", "mean"] == pytest.approx(0.8)
+    assert test.loc["auroc", "mean"] == pytest.approx(0.5)
