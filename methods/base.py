@@ -139,7 +139,7 @@ class Method(abc.ABC):
         every checkpoint. Each cell has a ``key`` usable in metric names. Default: none."""
         return []
 
-    def score_cell(self, outputs: dict[str, np.ndarray], cell: Any) -> dict[str, np.ndarray]:
+    def score_cell(self, outputs: Mapping[str, np.ndarray], cell: Any) -> dict[str, np.ndarray]:
         """``score`` (and ``pred_native`` where the method has its own K+1 decision) of ``evaluate``
         outputs re-scored under one post-hoc ``cell``."""
         raise NotImplementedError(f"{self.name} has no post-hoc parameters")

@@ -9,7 +9,7 @@ grid (``posthoc_cells``) without retraining."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -127,7 +127,7 @@ class OpenMaxScoring:
     def posthoc_cells(self) -> list[OpenMaxCell]:
         return posthoc_grid(self.info.num_known)
 
-    def score_cell(self, outputs: dict[str, np.ndarray], cell: OpenMaxCell) -> dict[str, np.ndarray]:
+    def score_cell(self, outputs: Mapping[str, np.ndarray], cell: OpenMaxCell) -> dict[str, np.ndarray]:
         assert self.head is not None
         probs = self.head.probabilities(outputs["av"].astype(np.float64), outputs["logits"].astype(np.float64),
                                         cell, self.config.revision)

@@ -159,7 +159,6 @@ class Run:
         labels = self.y[f"{phase}_known"].cpu().numpy()
         metrics = osr_metrics(known["pred"], labels, known["score"], unknown["score"], prefix=f"{phase}_")
         reference = known if reference is None else reference
-        num_known = len(self.split.known)
         for name in known:
             if not (name == "score" or name.startswith("score_")):
                 continue
@@ -168,13 +167,8 @@ class Run:
             suffix = "" if name == "score" else f"_{name[6:]}"
             if suffix:
                 metrics[f"{phase}_auroc{suffix}"] = auroc(known[name], unknown[name])
-            tau = threshold_at_tpr(reference[name], 0.95)
-            metrics[f"{phase}_threshold{suffix}"] = tau
-            metrics.update(open_set_f1(known["pred"], labels, unknown["pred"], num_known, known[name],
-                                       unknown[name], tau, prefix=f"{phase}_", suffix=suffix))
-        if "pred_native" in known:
-            metrics.update(open_set_f1(known["pred_native"], labels, unknown["pred_native"], num_known,
-                                       prefix=f"{phase}_", suffix="_native"))
+            metrics.update(self.f1_metrics(known, unknown, labels, known[name], unknown[name], reference[name],
+                                           prefix=f"{phase}_", suffix=suffix, native=name == "score"))
         metrics.update({f"{phase}_{k}": v for k, v in self.method.diagnostics(known, labels).items()})
         return metrics, outputs
 
@@ -182,19 +176,35 @@ class Run:
                      reference: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
         """Open-set metrics of one post-hoc ``cell``; with ``reference`` (validation outputs, rescored
         here) also the thresholded and native macro-F1. Raises if the cell cannot be scored."""
-        known = self.method.score_cell(dict(outputs["known"]), cell)
-        unknown = self.method.score_cell(dict(outputs["unknown"]), cell)
+        known, unknown = self.cell_scores(outputs, cell)
         labels = self.y[f"{phase}_known"].cpu().numpy()
-        pred_k, pred_u = outputs["known"]["pred"], outputs["unknown"]["pred"]
-        metrics = osr_metrics(pred_k, labels, known["score"], unknown["score"])
+        metrics = osr_metrics(outputs["known"]["pred"], labels, known["score"], unknown["score"])
         if reference is not None:
-            num_known = len(self.split.known)
-            tau = threshold_at_tpr(self.method.score_cell(dict(reference), cell)["score"], 0.95)
-            metrics["threshold"] = tau
-            metrics.update(open_set_f1(pred_k, labels, pred_u, num_known, known["score"], unknown["score"], tau))
-            if "pred_native" in known:
-                metrics.update(open_set_f1(known["pred_native"], labels, unknown["pred_native"], num_known,
-                                           suffix="_native"))
+            # The cell's score and native decision over the outputs; ``pred`` stays the logits' argmax.
+            known, unknown = {**outputs["known"], **known}, {**outputs["unknown"], **unknown}
+            metrics.update(self.f1_metrics(known, unknown, labels, known["score"], unknown["score"],
+                                           self.method.score_cell(reference, cell)["score"]))
+        return metrics
+
+    def cell_scores(self, outputs: Mapping[str, Mapping[str, np.ndarray]], cell: Any
+                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """``score_cell`` of the known and the unknown outputs. Raises if the cell cannot be scored."""
+        return self.method.score_cell(outputs["known"], cell), self.method.score_cell(outputs["unknown"], cell)
+
+    def f1_metrics(self, known: Mapping[str, np.ndarray], unknown: Mapping[str, np.ndarray], labels: np.ndarray,
+                   score_known: np.ndarray, score_unknown: np.ndarray, score_reference: np.ndarray,
+                   prefix: str = "", suffix: str = "", native: bool = True) -> dict[str, float]:
+        """Macro-F1 and unknown-class F1 over K+1 at τ accepting 95% of ``score_reference`` (the known
+        validation images, protocol.md §8.5), τ itself, and — with ``native`` where the outputs carry
+        OpenMax's own K+1 decision — the F1s of that rule."""
+        num_known = len(self.split.known)
+        tau = threshold_at_tpr(score_reference, 0.95)
+        metrics = {f"{prefix}threshold{suffix}": tau}
+        metrics.update(open_set_f1(known["pred"], labels, unknown["pred"], num_known, score_known, score_unknown, tau,
+                                   prefix=prefix, suffix=suffix))
+        if native and "pred_native" in known:
+            metrics.update(open_set_f1(known["pred_native"], labels, unknown["pred_native"], num_known,
+                                       prefix=prefix, suffix="_native"))
         return metrics
 
 
@@ -400,11 +410,10 @@ def _records(run: Run, phase: str, metrics: Mapping[str, float]) -> list[dict[st
 
 def _cell_value(run: Run, outputs: Mapping[str, Mapping[str, np.ndarray]], cell: Any) -> float:
     try:
-        known = run.method.score_cell(dict(outputs["known"]), cell)["score"]
-        unknown = run.method.score_cell(dict(outputs["unknown"]), cell)["score"]
+        known, unknown = run.cell_scores(outputs, cell)
     except InvalidCellError:
         return math.nan  # an invalid Weibull fit in this cell: the cell is out, the others proceed (§7.5)
-    return auroc(known, unknown)
+    return auroc(known["score"], unknown["score"])
 
 
 def _mean_over_runs(per_run: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
