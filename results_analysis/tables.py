@@ -527,17 +527,19 @@ GRID_METRICS = ("auroc", "oscr", "tnr_at_tpr95", "macro_f1", "unknown_f1", "thre
                 "unknown_f1_native")
 
 
-def select_posthoc_cell(grid: pd.DataFrame, metric: str = "auroc") -> dict[str, Any]:
+def select_posthoc_cell(grid: pd.DataFrame, sampled: str | None = None, metric: str = "auroc") -> dict[str, Any]:
     """The grid cell with the best mean **validation** ``metric`` over every (split, seed) run in ``grid``.
 
     A cell that could not be scored in some run (NaN) has no mean and cannot be chosen. Returns
-    ``{"selected", "selected_val_<metric>", "invalid_cells", "selection"}`` (no ``selected`` when no
-    cell is valid)."""
+    ``{"sampled", "selection", "invalid_cells", "selected", "selected_val_<metric>", "differs"}``, where
+    ``sampled`` is the searched cell and ``differs`` whether the choice is another one (no ``selected``
+    or ``differs`` when no cell is valid)."""
     val = grid[grid["phase"] == "val"]
     if val.empty:
         raise ValueError("the post-hoc grid has no validation rows: a cell is chosen on validation only")
     means = val.groupby("cell")[metric].agg(lambda v: v.mean(skipna=False)).dropna()
     info: dict[str, Any] = {
+        "sampled": sampled,
         "selection": f"best mean validation {metric} over {val[['split', 'seed']].drop_duplicates().shape[0]} "
                      "(split, seed) runs",
         "invalid_cells": int(val["cell"].nunique() - len(means)),
@@ -545,6 +547,7 @@ def select_posthoc_cell(grid: pd.DataFrame, metric: str = "auroc") -> dict[str, 
     if len(means):
         info["selected"] = str(means.idxmax())
         info[f"selected_val_{metric}"] = float(means.max())
+        info["differs"] = info["selected"] != sampled
     return info
 
 

@@ -46,9 +46,8 @@ class Summary:
         if not grids:
             return {}
         grid = pd.concat(grids, ignore_index=True)
-        info = {"sampled": self.chosen[0].final.get("posthoc", {}).get("sampled"), **select_posthoc_cell(grid)}
+        info = select_posthoc_cell(grid, self.chosen[0].final.get("posthoc", {}).get("sampled"))
         if "selected" in info:
-            info["differs"] = info["selected"] != info["sampled"]
             info["records"] = posthoc_records(grid, info["selected"])
         return info
 

@@ -343,9 +343,8 @@ class TrialRuns:
         if grid_rows:
             outcome.grid = pd.DataFrame(grid_rows)
             sampled = getattr(self.runs[0].method, "sampled_cell", None)
-            outcome.posthoc = {"sampled": sampled().key if sampled else None, **select_posthoc_cell(outcome.grid)}
+            outcome.posthoc = select_posthoc_cell(outcome.grid, sampled().key if sampled else None)
             if "selected" in outcome.posthoc:
-                outcome.posthoc["differs"] = outcome.posthoc["selected"] != outcome.posthoc["sampled"]
                 records += posthoc_records(outcome.grid, outcome.posthoc["selected"])
         return outcome
 
