@@ -56,13 +56,18 @@ def test_default_policies() -> None:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", DATASETS)
 def test_augment_keeps_shape_dtype_device_range(name: str, device: str) -> None:
-    policy = default_policy(name)
+    _check_augment_keeps_shape_dtype_device_range(default_policy(name), name, device)
+
+
+def _check_augment_keeps_shape_dtype_device_range(policy: AugmentPolicy, name: str, device: str) -> torch.Tensor:
+    """Augments a batch shaped like ``name``'s images; returns that input batch."""
     c, size = (1, 8) if name == "digits" else (1, 28) if name == "mnist" else (3, 32)
     x = _images(20, c, size, policy.max_value).to(device)
     y = augment(x, policy, torch.Generator().manual_seed(1))
     assert y.shape == x.shape and y.dtype == torch.uint8 and y.device == x.device
     assert int(y.max()) <= policy.max_value
     assert not torch.equal(y, x)
+    return x
 
 
 def test_augment_is_reproducible_and_leaves_global_rng_alone() -> None:
@@ -226,13 +231,8 @@ def test_affine_identity_rotation_translation_scale() -> None:
 @pytest.mark.parametrize("name", [d for d in DATASETS if d != "digits"])
 def test_crosr_augment_keeps_shape_dtype_device_range(name: str, device: str) -> None:
     policy = policy_for("crosr", name)
-    c, size = (1, 8) if name == "digits" else (1, 28) if name == "mnist" else (3, 32)
-    x = _images(20, c, size, policy.max_value).to(device)
-    y = augment(x, policy, torch.Generator().manual_seed(1))
-    assert y.shape == x.shape and y.dtype == torch.uint8 and y.device == x.device
-    assert int(y.max()) <= policy.max_value
-    assert not torch.equal(y, x)
-    assert augment(x[:0], policy, torch.Generator().manual_seed(1)).shape == (0, c, size, size)
+    x = _check_augment_keeps_shape_dtype_device_range(policy, name, device)
+    assert augment(x[:0], policy, torch.Generator().manual_seed(1)).shape == (0, *x.shape[1:])
 
 
 def test_crosr_augment_is_reproducible_and_leaves_global_rng_alone() -> None:
