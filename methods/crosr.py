@@ -7,7 +7,6 @@ at test time OpenMax runs on the activation vector [logits, pooled z₃, z₂, z
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
@@ -142,7 +141,6 @@ def crosr_loss(logits: torch.Tensor, recon: torch.Tensor, labels: torch.Tensor, 
 class Crosr(OpenMaxScoring, SupervisedMethod):
     Config = CrosrConfig
     config: CrosrConfig
-    primary_score: ClassVar[str] = "openmax"
 
     @classmethod
     def input_size(cls, config: MethodConfig, dataset: str, native_size: int) -> int:
