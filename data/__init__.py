@@ -4,7 +4,7 @@ Plain PyTorch/numpy: nothing here imports Ray.
 """
 
 from data.pools import DATASETS, DataMissingError, ImagePool, check_available, default_data_root, load_pool
-from data.splitting import Split, make_split, split_ids, to_training_labels
+from data.splitting import Split, make_split, split_ids, to_training_labels, whole_dataset_split
 
 __all__ = [
     "DATASETS",
@@ -17,4 +17,5 @@ __all__ = [
     "make_split",
     "split_ids",
     "to_training_labels",
+    "whole_dataset_split",
 ]

@@ -196,6 +196,24 @@ def make_split(
     )
 
 
+WHOLE_DATASET_SPLIT = 0
+
+
+def whole_dataset_split(pool: ImagePool) -> Split:
+    """Every class at once, for the tasks that have no known/unknown classes (ClustNet, clustering):
+    ``train`` is the train split less a stratified 20% (keyed hash ``<dataset>/all/val``) held out as
+    ``val_known``, ``test_known`` the whole test split; nothing is unknown. Its id is 0."""
+    train_y, test_y = pool.train_y.numpy(), pool.test_y.numpy()
+    classes = tuple(int(c) for c in np.unique(train_y))
+    everything = np.arange(len(train_y), dtype=np.int64)
+    train, held_out = stratified_holdout(everything, train_y, f"{pool.name}/all/val", *VAL_FRACTION)
+    test = np.arange(len(test_y), dtype=np.int64)
+    empty = np.zeros(0, dtype=np.int64)
+    return Split(dataset=pool.name, split=WHOLE_DATASET_SPLIT, known=classes, unknown=(), train=_int64(train),
+                 train_full=everything, val_known=_int64(held_out), val_unknown=empty, test_known=test,
+                 test_unknown=empty, test_known_full=test, convention={"holdout": "stratified 20% of train"})
+
+
 def to_training_labels(pool_labels: torch.Tensor, known: tuple[int, ...]) -> torch.Tensor:
     """Map pool label ``known[k]`` to k and every other label to -1 (on the labels' device)."""
     labels = torch.as_tensor(pool_labels)
@@ -213,5 +231,5 @@ def to_training_labels(pool_labels: torch.Tensor, known: tuple[int, ...]) -> tor
     return lut[labels.long()]
 
 
-__all__ = ["DATASETS", "Split", "class_lists", "digits_splits", "make_split", "select_indices",
-           "selection_key", "split_ids", "standard_splits", "to_training_labels"]
+__all__ = ["DATASETS", "WHOLE_DATASET_SPLIT", "Split", "class_lists", "digits_splits", "make_split", "select_indices",
+           "selection_key", "split_ids", "standard_splits", "to_training_labels", "whole_dataset_split"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -50,7 +51,8 @@ class MethodConfig:
         return cls(**coerced)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Lists, not tuples: YAML's safe dumper and JSON round-trip lists only.
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -61,6 +63,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     # YAML and Optuna hand back ints for floats and numpy scalars; keep configs plain Python.
     if isinstance(value, np.generic):
         value = value.item()
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) and type(None) in args:
+        return None if value is None else _coerce(key, value, next(a for a in args if a is not type(None)))
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"config key {key!r} must be a list, got {value!r}")
+        return tuple(_coerce(key, v, args[0]) for v in value)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, float) and value.is_integer():
@@ -100,8 +109,13 @@ class Method(abc.ABC):
     """One trained model of one method on one split. Plain PyTorch, no Ray."""
 
     name: ClassVar[str]
-    task: ClassVar[str] = "osr"  # decides which metrics apply (computed in one place, trainables/runs.py)
+    # Decides the data, metrics and artefacts of a trial: "osr" (trainables/runs.py) or
+    # "gate_clustering" (trainables/gate_clustering.py).
+    task: ClassVar[str] = "osr"
     Config: ClassVar[type[MethodConfig]]
+    objective: ClassVar[str] = "val_auroc"  # the search objective unless --metric says otherwise
+    datasets: ClassVar[tuple[str, ...] | None] = None  # the datasets it runs on; None: all of them
+    search_seeds: ClassVar[int] = 1  # seeds per trial in a search unless --seeds says otherwise
 
     def __init__(self, config: MethodConfig, info: DataInfo) -> None:
         self.config = config
@@ -114,6 +128,16 @@ class Method(abc.ABC):
         if dataset == "mnist" and resolve_backbone(getattr(config, "backbone", "auto"), native_size) == "vgg32":
             return 32
         return native_size
+
+    @classmethod
+    def rerun_seeds(cls, dataset: str) -> int:
+        """Seeds per split when an exported config is re-run (``--config``) without ``--seeds``."""
+        return 3 if dataset == "digits" else 1
+
+    def training_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """What the training batches carry for these labels; the task's labels by default. A weakly
+        supervised method maps them here, and its ``train_epoch`` never sees anything else."""
+        return labels
 
     @abc.abstractmethod
     def train_epoch(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int) -> dict[str, float]:

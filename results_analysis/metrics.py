@@ -29,6 +29,9 @@ __all__ = [
     "cluster_acc",
     "clustering_metrics",
     "fpr_at_tpr95",
+    "gate_class_counts",
+    "gate_clustering_metrics",
+    "matched_accuracy",
     "macro_f1",
     "nmi",
     "open_set_f1",
@@ -221,6 +224,83 @@ def clustering_metrics(y_true: ArrayLike, y_cluster: ArrayLike, prefix: str = ""
         "nmi": nmi(y_true, y_cluster),
         "ari": ari(y_true, y_cluster),
     }
+    return {prefix + k: v for k, v in values.items()}
+
+
+# What a ClustNet trial reports per phase (plus usage_e<i>, the share of images routed to expert i).
+GATE_CLUSTERING_METRICS = ("binary_acc", "nll", "pos_cluster_acc", "neg_cluster_acc", "mean_cluster_acc",
+                           "cluster_acc", "nmi", "ari", "gate_confidence")
+
+
+def gate_class_counts(expert: ArrayLike, y_true: ArrayLike, n_experts: int, classes: ArrayLike) -> np.ndarray:
+    """The (n_experts, len(classes)) matrix C[i, j] = number of images of ``classes[j]`` routed to
+    expert i (clustnet.md §7). Every expert and every listed class has its row or column, empty or not."""
+    e, t = _labels(expert, "expert"), _labels(y_true, "y_true")
+    _same_length(e, t, "expert and y_true")
+    cls = np.asarray(classes).reshape(-1)
+    if e.min() < 0 or e.max() >= n_experts:
+        raise ValueError(f"expert ids must lie in 0..{n_experts - 1}")
+    column = {int(c): j for j, c in enumerate(cls)}
+    if len(column) != cls.size:
+        raise ValueError("classes must be distinct")
+    if not np.isin(t, cls).all():
+        raise ValueError(f"y_true holds classes outside {cls.tolist()}")
+    counts = np.zeros((n_experts, cls.size), dtype=np.int64)
+    np.add.at(counts, (e.astype(np.int64), np.array([column[int(c)] for c in t], dtype=np.int64)), 1)
+    return counts
+
+
+def matched_accuracy(counts: ArrayLike) -> float:
+    """Share of the counted images on the best one-to-one cluster-to-class matching of a count block
+    (``linear_sum_assignment`` maximising the matched counts; a rectangular block matches
+    min(rows, columns) pairs). NaN for an empty block."""
+    c = np.asarray(counts)
+    if c.ndim != 2:
+        raise ValueError("counts must be a 2-D matrix")
+    total = c.sum()
+    if total == 0:
+        return math.nan
+    rows, cols = linear_sum_assignment(c, maximize=True)
+    return float(c[rows, cols].sum() / total)
+
+
+def gate_clustering_metrics(
+    expert: ArrayLike,
+    gate_probs: ArrayLike,
+    log_probs: ArrayLike,
+    y_true: ArrayLike,
+    positive: ArrayLike,
+    negative: ArrayLike,
+    prefix: str = "",
+) -> dict[str, float]:
+    """ClustNet's evaluation (clustnet.md §7) from its outputs and the hidden classes ``y_true``.
+
+    ``expert`` is the gate's choice per image, ``gate_probs`` π (N, M), ``log_probs`` the gated binary
+    log-probabilities (N, 2; column 1 = P). Returns binary accuracy and mean NLL against t = [class ∈ P],
+    the Hungarian clustering accuracy of the gate within P, within N, their mean, and over all classes,
+    NMI and ARI against the classes, the gate's mean confidence (mean of max π) and ``usage_e<i>``."""
+    pi = np.asarray(gate_probs, dtype=np.float64)
+    lp = np.asarray(log_probs, dtype=np.float64)
+    t = _labels(y_true, "y_true")
+    if pi.ndim != 2 or lp.ndim != 2 or lp.shape[1] != 2 or len(pi) != len(t) or len(lp) != len(t):
+        raise ValueError("gate_probs must be (N, M) and log_probs (N, 2) for the N labels")
+    if not (np.isfinite(pi).all() and np.isfinite(lp).all()):
+        raise ValueError("gate_probs or log_probs contain NaN or inf")
+    pos, neg = np.asarray(positive).reshape(-1), np.asarray(negative).reshape(-1)
+    counts = gate_class_counts(expert, t, pi.shape[1], np.concatenate([pos, neg]))
+    target = np.isin(t, pos).astype(np.int64)
+    values = {
+        "binary_acc": accuracy(target, lp.argmax(axis=1)),
+        "nll": float(-lp[np.arange(len(t)), target].mean()),
+        "pos_cluster_acc": matched_accuracy(counts[:, : pos.size]),
+        "neg_cluster_acc": matched_accuracy(counts[:, pos.size :]),
+        "cluster_acc": matched_accuracy(counts),
+        "nmi": nmi(t, expert),
+        "ari": ari(t, expert),
+        "gate_confidence": float(pi.max(axis=1).mean()),
+    }
+    values["mean_cluster_acc"] = (values["pos_cluster_acc"] + values["neg_cluster_acc"]) / 2
+    values.update({f"usage_e{i}": float(n) / len(t) for i, n in enumerate(counts.sum(axis=1))})
     return {prefix + k: v for k, v in values.items()}
 
 
