@@ -26,8 +26,8 @@ import torch  # noqa: E402
 from ray import tune  # noqa: E402
 
 from data import load_pool, make_split  # noqa: E402
-from trainables.osr import train_osr  # noqa: E402
 from trainables.runs import DataBundle, TrialRuns  # noqa: E402
+from trainables.trial import train_trial  # noqa: E402
 
 
 def bare_epochs(config: dict, bundle: DataBundle, threads: int) -> list[float]:
@@ -67,7 +67,7 @@ def main() -> None:
     config = {"method": "difair", "dataset": args.dataset, "splits": [0], "seeds": [0],
               "epochs": args.epochs, "warmup_epochs": 0}
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-    trainable = tune.with_resources(tune.with_parameters(train_osr, bundle=bundle), {"cpu": args.cpus})
+    trainable = tune.with_resources(tune.with_parameters(train_trial, bundle=bundle), {"cpu": args.cpus})
     storage = Path(args.storage).absolute()
     stamp = time.strftime("%Y%m%d-%H%M%S")
 

@@ -14,16 +14,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_split_metric", "plot_val_curves"]
+__all__ = ["plot_gate_confusion", "plot_split_metric", "plot_val_curves"]
 
 _STYLE = {"finished": "-", "stopped": "--", "errored": ":"}
 # Beyond this many trials a legend hides the plot; the colours alone still separate curves.
 _MAX_LEGEND = 15
 
 
-def _save(fig: Figure, path: str | Path) -> None:
+def _save(fig: Figure, path: str | Path, dpi: int = 120) -> None:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi, format="png")
 
 
 def plot_val_curves(curves: pd.DataFrame, path: str | Path, metric: str = "auroc") -> bool:
@@ -112,3 +112,36 @@ def plot_split_metric(
     fig.tight_layout()
     _save(fig, path)
     return True
+
+
+def plot_gate_confusion(
+    panels: list[tuple[str, np.ndarray]],
+    classes: list[int],
+    n_positive: int,
+    path: str | Path,
+    title: str = "",
+) -> None:
+    """ClustNet's expert × class heat maps, one panel per (title, counts), column-normalised as in
+    clustnet.md §7 (each class's images sum to 1 over the experts). A white line separates the first
+    ``n_positive`` columns (P) from the rest (N). Drawn every epoch, so kept cheap: no per-cell text
+    (the counts are in the JSON beside it) and a fixed layout instead of tight_layout."""
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    n_experts = panels[0][1].shape[0]
+    height = 0.3 * n_experts + 0.9
+    fig = Figure(figsize=(4.2 * cols, height * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.5 / (height * rows + 0.4), top=1 - 0.75 / (height * rows + 0.4),
+                        hspace=0.55, wspace=0.15)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (label, counts) in zip(axes.flat, panels, strict=False):
+        share = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
+        ax.imshow(share, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto", interpolation="nearest")
+        ax.axvline(n_positive - 0.5, color="white", linewidth=2)
+        ax.set_xticks(range(len(classes)), [str(c) for c in classes], fontsize=7)
+        ax.set_yticks(range(n_experts), [f"e{i}" for i in range(n_experts)], fontsize=7)
+        ax.set_title(label, fontsize=8)
+    if title:
+        fig.suptitle(f"{title}: share of each class (column) per expert (row), P | N", fontsize=9)
+    _save(fig, path, dpi=72)

@@ -12,12 +12,13 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from data import DataMissingError, load_pool, make_split
+from data import DataMissingError, load_pool
 from search.cli import Request, UsageError
 from search.optuna_search import PruningAwareOptunaSearch, make_sampler, make_storage
 from spaces import get_space
-from trainables.osr import train_osr
 from trainables.runs import DataBundle
+from trainables.tasks import task_splits
+from trainables.trial import train_trial
 
 EXPERIMENT_FILE = "experiment.yaml"
 
@@ -63,12 +64,12 @@ def load_bundle(request: Request) -> DataBundle:
         pool = load_pool(request.dataset, request.data_root, download=request.download)
     except DataMissingError as err:
         raise UsageError(str(err)) from None
-    return DataBundle.from_pool(pool, {s: make_split(pool, s) for s in request.splits})
+    return DataBundle.from_pool(pool, task_splits(pool, request.method, request.splits))
 
 
 def _trainable(request: Request, bundle: DataBundle):
     resources = {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(train_osr, bundle=bundle), resources)
+    return tune.with_resources(tune.with_parameters(train_trial, bundle=bundle), resources)
 
 
 def _run_config(request: Request) -> tune.RunConfig:

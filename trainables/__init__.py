@@ -1,1 +1,2 @@
-"""Ray Tune trainables. ``runs`` holds the Ray-free work of a trial; ``osr`` adapts it to Tune."""
+"""Ray Tune trainables. ``runs`` (open-set) and ``gate_clustering`` (ClustNet) hold the Ray-free work of
+a trial, ``tasks`` picks one per method, ``trial`` adapts it to Tune."""

@@ -98,6 +98,9 @@ class Run:
     generator: torch.Generator
     x: dict[str, torch.Tensor] = field(default_factory=dict)
     y: dict[str, torch.Tensor] = field(default_factory=dict)
+    # What the training batches carry: the method's ``training_targets`` of y["train"] (the labels
+    # themselves, or ClustNet's binary P/N target; the classes are then for evaluation only).
+    targets: torch.Tensor | None = None
     # Dropout and torchvision's RandAugment draw from the global RNG: each run keeps its own copy so
     # a run's numbers do not depend on which other runs share its trial (re-runs reproduce searches).
     rng_state: torch.Tensor = field(default_factory=torch.get_rng_state)
@@ -120,7 +123,8 @@ class Run:
         return f"split{self.split.split}_seed{self.seed}"
 
     def train_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = self.x["train"], self.y["train"]
+        x = self.x["train"]
+        y = self.y["train"] if self.targets is None else self.targets
         order = torch.randperm(len(y), device=x.device, generator=self.generator)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -249,6 +253,7 @@ def build_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBundle, 
         generator=generator,
         x=xs,
         y=ys,
+        targets=method.training_targets(ys["train"]),
         cuda_rng_state=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
     )
 
@@ -348,10 +353,19 @@ class TrialRuns:
                 records += posthoc_records(outcome.grid, outcome.posthoc["selected"])
         return outcome
 
+    def write_epoch(self, trial_dir: Path, epoch: int) -> None:
+        """Per-epoch files of the task in the trial folder (epoch 0 = the initial weights). OSR has none."""
+        return None
+
     def write_final(self, trial_dir: Path, trial_id: str, last_epoch: Mapping[str, Any]) -> dict[str, Any]:
         """Writes final_metrics.json, test_scores.parquet and, for methods with post-hoc parameters,
         posthoc_grid.parquet (val and test metrics of every cell and run) into the trial folder."""
-        outcome = self.test()
+        return self.write_outcome(trial_dir, trial_id, last_epoch, self.test())
+
+    def write_outcome(self, trial_dir: Path, trial_id: str, last_epoch: Mapping[str, Any],
+                      outcome: TestOutcome) -> dict[str, Any]:
+        """The trial's end files from its test outcome and last validation; final_metrics.json last and
+        atomically, since its presence is what marks the trial finished."""
         records = outcome.records
         for key, values in last_epoch["runs"].items():
             run = next(r for r in self.runs if r.key == key)

@@ -1,4 +1,5 @@
-"""The one Ray Tune trainable: a config in, metrics and checkpoints out. All the work is in runs.py."""
+"""The one Ray Tune trainable: a config in, metrics and checkpoints out. The work is in the task's
+runner (trainables/tasks.py: runs.py for open-set methods, gate_clustering.py for ClustNet)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import torch
 from ray import tune
 
-from trainables.runs import DataBundle, TrialRuns
+from trainables.runs import DataBundle
+from trainables.tasks import trial_runs
 
 CHECKPOINT_FILE = "state.pt"
 CHECKPOINT_EVERY = 5
@@ -30,9 +32,10 @@ def pick_device() -> torch.device:
     return torch.device("cuda")
 
 
-def train_osr(config: dict[str, Any], bundle: DataBundle) -> None:
+def train_trial(config: dict[str, Any], bundle: DataBundle) -> None:
     ctx = tune.get_context()
-    runs = TrialRuns(config, bundle, pick_device())
+    trial_dir = Path(ctx.get_trial_dir())
+    runs = trial_runs(config, bundle, pick_device())
     first_epoch = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -41,12 +44,15 @@ def train_osr(config: dict[str, Any], bundle: DataBundle) -> None:
         first_epoch = runs.load_state_dict(state) + 1
 
     try:
+        if first_epoch == 0:
+            runs.write_epoch(trial_dir, 0)  # the initial weights, where the task keeps per-epoch files
         for epoch in range(first_epoch, runs.epochs):
             metrics = runs.train_epoch(epoch)
+            runs.write_epoch(trial_dir, epoch + 1)
             last = epoch == runs.epochs - 1
             if last:
                 # Test before the final report: once it is in, Tune may end this function at any time.
-                runs.write_final(Path(ctx.get_trial_dir()), ctx.get_trial_id(), metrics)
+                runs.write_final(trial_dir, ctx.get_trial_id(), metrics)
             if last or (epoch + 1) % CHECKPOINT_EVERY == 0:
                 with tempfile.TemporaryDirectory() as folder:
                     torch.save(runs.state_dict(epoch), Path(folder) / CHECKPOINT_FILE)

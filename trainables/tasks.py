@@ -1,0 +1,28 @@
+"""What a method's task needs from a trial: its runner and its data splits (methods/base.py ``task``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+from data import ImagePool, Split, make_split, whole_dataset_split
+from methods import get_method
+from trainables.gate_clustering import GateClusteringRuns
+from trainables.runs import DataBundle, TrialRuns
+
+TASK_RUNS: dict[str, type[TrialRuns]] = {"osr": TrialRuns, "gate_clustering": GateClusteringRuns}
+
+
+def trial_runs(config: Mapping[str, Any], bundle: DataBundle, device: torch.device) -> TrialRuns:
+    """The runs of one trial config, by the task of its method."""
+    return TASK_RUNS[get_method(config["method"]).task](config, bundle, device)
+
+
+def task_splits(pool: ImagePool, method: str, split_ids: Iterable[int]) -> dict[int, Split]:
+    """The standard known/unknown class splits for open-set methods; the one whole-dataset split
+    (every class, a stratified 20% validation hold-out) for the others."""
+    if get_method(method).task == "osr":
+        return {s: make_split(pool, s) for s in split_ids}
+    return {0: whole_dataset_split(pool)}
