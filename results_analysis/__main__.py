@@ -22,6 +22,9 @@ from results_analysis.tables import (
     to_markdown,
 )
 
+# The ranking metric when --metric is not given: the first one the experiment has.
+DEFAULT_METRICS = ("auroc", "mean_cluster_acc")
+
 
 class _UsageError(Exception):
     pass
@@ -39,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="where to write reports (default: RESULTS_DIR)")
     p.add_argument(
         "--metric",
-        default="auroc",
-        help="validation metric that ranks configs, also the one plotted (default: auroc)",
+        default=None,
+        help="validation metric that ranks configs, also the one plotted "
+        "(default: auroc, or mean_cluster_acc for ClustNet experiments)",
     )
     p.add_argument(
         "--include-unfinished",
@@ -60,6 +64,8 @@ def _run(args: argparse.Namespace) -> int:
     curves = load_curves(results_dir)
 
     val_metrics = sorted(df.loc[(df["phase"] == "val") & (df["status"] == "finished"), "metric"].unique())
+    if args.metric is None:
+        args.metric = next((m for m in DEFAULT_METRICS if m in val_metrics), DEFAULT_METRICS[0])
     if val_metrics and args.metric not in val_metrics:
         raise _UsageError(
             f"{results_dir}: no validation {args.metric!r} values; pass --metric one of {', '.join(val_metrics)}"

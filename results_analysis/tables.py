@@ -52,6 +52,11 @@ PERCENT_METRICS = frozenset(
         "nmi",
         "ari",
         "binary_acc",
+        "pos_cluster_acc",
+        "neg_cluster_acc",
+        "mean_cluster_acc",
+        "gate_confidence",
+        "usage",
     }
 )
 # Column order in reports: the protocol's main metrics first, the rest alphabetically.
@@ -62,6 +67,10 @@ METRIC_ORDER = (
     "tnr_at_tpr95",
     "fpr_at_tpr95",
     "macro_f1",
+    "mean_cluster_acc",
+    "pos_cluster_acc",
+    "neg_cluster_acc",
+    "binary_acc",
     "cluster_acc",
     "nmi",
     "ari",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -16,7 +17,8 @@ from typing import Any
 import yaml
 
 from data import DATASETS, DataMissingError, check_available, default_data_root, split_ids
-from methods import get_method, method_names
+from methods import Method, get_method, method_names
+from results_analysis.metrics import GATE_CLUSTERING_METRICS
 
 
 class UsageError(Exception):
@@ -38,14 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help=f"dataset: {', '.join(DATASETS)} (default digits)")
     p.add_argument("--data-root", help="where datasets live (default ./data, or $OSRTUNE_DATA)")
     p.add_argument("--download", action="store_true", help="download the dataset into --data-root if missing")
-    p.add_argument("--splits", default="all", help="class splits to train in every trial: 'all' or a list like 0,1")
-    p.add_argument("--seeds", type=int, help="seeds per split (search default 1; --config re-runs: 3 on digits, else 1)")
+    p.add_argument("--splits", default="all", help="class splits to train in every trial: 'all' or a list like 0,1 "
+                   "(open-set methods; clustnet trains on every class at once)")
+    p.add_argument("--seeds", type=int, help="seeds per split (search default 1, clustnet 3; --config re-runs: "
+                   "3 on digits, else 1; clustnet 5)")
     p.add_argument("--num-samples", type=int, default=20, help="number of trials (default 20)")
     p.add_argument("--max-epochs", type=int, help="epochs per trial, ASHA's max_t (default 30; with --config: the file's)")
     p.add_argument("--searcher", choices=["optuna", "random"], default="optuna",
                    help="optuna: TPE; random: Optuna's random sampler (default optuna)")
     p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha", help="early stopping (default asha)")
-    p.add_argument("--metric", default="val_auroc", help="validation metric to maximise (default val_auroc)")
+    p.add_argument("--metric", help="validation metric to optimise (default: val_auroc; clustnet: val_mean_cluster_acc)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
     p.add_argument("--gpus-per-trial", type=str, default="0",
                    help="GPUs per trial: a whole number or a fraction 1/k such as 0.5 or 1/4 (default 0)")
@@ -110,7 +114,12 @@ def parse_gpus(text: str) -> float:
     return float(value)
 
 
-def parse_splits(text: str, dataset: str) -> list[int]:
+def parse_splits(text: str, dataset: str, method_cls: type[Method]) -> list[int]:
+    if method_cls.task != "osr":
+        if text.strip() not in ("all", "0"):
+            raise UsageError(f"--splits {text}: {method_cls.name} trains on every class at once (one split, 0); "
+                             "drop --splits")
+        return [0]
     valid = split_ids(dataset)
     if text.strip() == "all":
         return valid
@@ -160,7 +169,24 @@ def _fill_from_experiment(args: argparse.Namespace) -> None:
 
 
 def objective_mode(metric: str) -> str:
-    return "min" if "loss" in metric or "fpr" in metric else "max"
+    return "min" if any(word in metric for word in ("loss", "fpr", "nll")) else "max"
+
+
+def check_metric(metric: str, method_cls: type[Method]) -> None:
+    """A validation metric the method reports: test metrics are never an objective (protocol.md §7)."""
+    if metric.startswith("test_"):
+        raise UsageError(f"--metric {metric}: test metrics are never an objective; use a validation metric such as "
+                         f"{method_cls.objective}")
+    if not metric.startswith("val_") and metric != "train_loss":
+        raise UsageError(f"--metric {metric}: use a validation metric ({method_cls.objective}, …)")
+    name = metric.removeprefix("val_")
+    clustering = name in GATE_CLUSTERING_METRICS or re.fullmatch(r"usage_e\d+", name) is not None
+    if method_cls.task == "gate_clustering" and not clustering and metric != "train_loss":
+        raise UsageError(f"--metric {metric}: {method_cls.name} reports val_ metrics "
+                         f"{', '.join(GATE_CLUSTERING_METRICS)}")
+    if method_cls.task == "osr" and clustering:
+        raise UsageError(f"--metric {metric} is a clustnet metric; {method_cls.name} is judged by val_auroc, "
+                         "val_acc, val_oscr, …")
 
 
 def validate(args: argparse.Namespace, argv: list[str]) -> Request:
@@ -183,10 +209,10 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         raise UsageError(f"unknown method {method!r}: choose one of {', '.join(method_names())}") from None
     if dataset not in DATASETS:
         raise UsageError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
-    if args.metric.startswith("test_"):
-        raise UsageError(f"--metric {args.metric}: test metrics are never an objective; use a validation metric such as val_auroc")
-    if not args.metric.startswith("val_") and args.metric != "train_loss":
-        raise UsageError(f"--metric {args.metric}: use a validation metric (val_auroc, val_acc, val_oscr, …)")
+    if method_cls.datasets is not None and dataset not in method_cls.datasets:
+        raise UsageError(f"{method} runs on {', '.join(method_cls.datasets)}, not {dataset}")
+    metric = args.metric or method_cls.objective
+    check_metric(metric, method_cls)
     if args.num_samples is not None and args.num_samples <= 0:
         raise UsageError(f"--num-samples must be positive, got {args.num_samples}")
     if args.max_epochs is not None and args.max_epochs <= 0:
@@ -198,7 +224,7 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
     if args.max_concurrent is not None and args.max_concurrent <= 0:
         raise UsageError(f"--max-concurrent must be positive, got {args.max_concurrent}")
     gpus = parse_gpus(args.gpus_per_trial)
-    splits = parse_splits(args.splits, dataset)
+    splits = parse_splits(args.splits, dataset, method_cls)
 
     if fixed is not None:
         if args.max_epochs:
@@ -208,10 +234,10 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         except (ValueError, TypeError) as err:
             raise UsageError(f"--config {args.config}: {err}") from None
         max_epochs = int(fixed.get("epochs", method_cls.Config().epochs))
-        n_seeds = args.seeds or (3 if dataset == "digits" else 1)
+        n_seeds = args.seeds or method_cls.rerun_seeds(dataset)
     else:
         max_epochs = args.max_epochs or 30
-        n_seeds = args.seeds or 1
+        n_seeds = args.seeds or method_cls.search_seeds
 
     data_root = Path(args.data_root or default_data_root()).expanduser().absolute()
     try:
@@ -230,7 +256,7 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
     request = Request(
         method=method, dataset=dataset, data_root=data_root, download=args.download, splits=splits,
         seeds=[args.seed + i for i in range(n_seeds)], num_samples=args.num_samples, max_epochs=max_epochs,
-        searcher=args.searcher, scheduler=args.scheduler, metric=args.metric, mode=objective_mode(args.metric),
+        searcher=args.searcher, scheduler=args.scheduler, metric=metric, mode=objective_mode(metric),
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus, max_concurrent=args.max_concurrent,
         storage_path=storage, name=name, optuna_storage=args.optuna_storage, address=args.address,
         resume=args.resume, seed=args.seed, export=Path(args.export).absolute() if args.export else None,

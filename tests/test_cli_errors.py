@@ -27,7 +27,7 @@ def run_main(capsys, storage: Path, *args: str) -> str:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--method", "nope"], "unknown method 'nope': choose one of crosr, difair, openmax, softmax"),
+        (["--method", "nope"], "unknown method 'nope': choose one of clustnet, crosr, difair, openmax, softmax"),
         (["--method", "difair", "--dataset", "imagenet"], "choose one of digits, mnist, svhn"),
         (["--method", "difair", "--splits", "0,7"], "digits has splits 0,1,2,3,4"),
         (["--method", "difair", "--splits", "zero"], "give 'all' or split ids"),
@@ -38,6 +38,11 @@ def run_main(capsys, storage: Path, *args: str) -> str:
         (["--method", "difair", "--gpus-per-trial", "lots"], "is not a number"),
         (["--method", "difair", "--resume", "--name", "never-ran"], "no osrtune experiment"),
         (["--method", "difair", "--searcher", "grid"], "invalid choice"),
+        (["--method", "clustnet", "--splits", "1"], "clustnet trains on every class at once (one split, 0)"),
+        (["--method", "clustnet", "--dataset", "cifar+10"], "clustnet runs on digits, mnist, svhn, cifar10"),
+        (["--method", "clustnet", "--metric", "val_auroc"], "clustnet reports val_ metrics binary_acc"),
+        (["--method", "clustnet", "--metric", "test_mean_cluster_acc"], "such as val_mean_cluster_acc"),
+        (["--method", "difair", "--metric", "val_mean_cluster_acc"], "is a clustnet metric"),
     ],
 )
 def test_flag_errors(capsys, tmp_path, args, expected):
@@ -58,6 +63,8 @@ def test_missing_dataset_says_where_and_how(capsys, tmp_path):
         ("method: difair\n", "expected a mapping with keys method, dataset, config"),
         ("method: difair\ndataset: digits\nconfig: {lr: 0.1, not_a_key: 3}\n", "unknown DifairConfig keys ['not_a_key']"),
         ("method: difair\ndataset: digits\nconfig: {lr: fast}\n", "must be float"),
+        ("method: clustnet\ndataset: digits\nconfig: {positive_classes: [0, 1], negative_classes: [2, 3]}\n",
+         "disjoint, non-empty lists covering the classes 0-9"),
     ],
 )
 def test_config_file_errors(capsys, tmp_path, content, expected):
