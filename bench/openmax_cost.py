@@ -15,14 +15,12 @@ import argparse
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import SHARED_DATASETS, timed  # noqa: E402  (puts the project root on sys.path)
 
 from data import load_pool, make_split  # noqa: E402
 from methods.openmax_head import DISTANCES, TAILSIZES  # noqa: E402
@@ -30,17 +28,11 @@ from methods.weibull import fit_high  # noqa: E402
 from trainables.runs import DataBundle, TrialRuns, _cell_value  # noqa: E402
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", choices=["openmax", "crosr"], default="openmax")
     p.add_argument("--dataset", choices=["digits", "mnist"], default="digits")
-    p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "datasets"))
+    p.add_argument("--data-root", default=str(SHARED_DATASETS))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=None,
