@@ -1,5 +1,5 @@
 """The work of one trial without Ray: train a config on each (split, seed), validate every epoch,
-test once at the end. The Ray trainable (trainables/osr.py) only adds reporting and checkpoints, and
+test once at the end. The Ray trainable (trainables/trial.py) only adds reporting and checkpoints, and
 bench/overhead.py runs this same code bare to measure what Tune costs."""
 
 from __future__ import annotations
