@@ -28,6 +28,10 @@ __all__ = [
     "auroc",
     "cluster_acc",
     "clustering_metrics",
+    "disagreement_rate",
+    "error_correlation",
+    "independent_tpa_reference",
+    "jensen_shannon",
     "fpr_at_tpr95",
     "gate_class_counts",
     "gate_clustering_metrics",
@@ -40,6 +44,7 @@ __all__ = [
     "oscr",
     "threshold_at_tpr",
     "tnr_at_tpr95",
+    "tp_agreement",
     "unknown_f1",
 ]
 
@@ -330,3 +335,70 @@ def open_set_f1(
     p = np.concatenate([pk, pu])
     values = {"macro_f1": macro_f1(y, p, num_known), "unknown_f1": unknown_f1(y, p, num_known)}
     return {prefix + k + suffix: v for k, v in values.items()}
+
+
+# Ensemble diversity (adversarial.md §8): how two or more classifiers' decisions relate on the same images.
+
+
+def tp_agreement(correct: ArrayLike) -> dict[str, float]:
+    """TP-agreement histogram (Hacohen et al. 2020): ``correct`` is (N models, n images) of 0/1 "model
+    n classifies image x correctly"; TPA(x) is the fraction of models right on x. Returns the share of
+    images at each level k/N as ``{"tpa_<k>of<N>": mass}``."""
+    c = np.asarray(correct)
+    if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] == 0:
+        raise ValueError("correct must be (models, images) with at least one of each")
+    if not np.isin(c, (0, 1)).all():
+        raise ValueError("correct must hold 0/1 (or booleans)")
+    models = c.shape[0]
+    right = c.astype(np.int64).sum(axis=0)
+    counts = np.bincount(right, minlength=models + 1)
+    return {f"tpa_{k}of{models}": float(counts[k]) / c.shape[1] for k in range(models + 1)}
+
+
+def independent_tpa_reference(accuracies: ArrayLike) -> dict[str, float]:
+    """The TP-agreement histogram if the models erred independently with these accuracies: the
+    Poisson-binomial distribution of the number of models right, as :func:`tp_agreement` names it."""
+    p = np.asarray(accuracies, dtype=np.float64).reshape(-1)
+    if p.size == 0 or ((p < 0) | (p > 1)).any():
+        raise ValueError("accuracies must be a non-empty list of values in [0, 1]")
+    dist = np.array([1.0])
+    for q in p:  # convolve one Bernoulli(q) at a time
+        dist = np.concatenate([dist * (1 - q), [0.0]]) + np.concatenate([[0.0], dist * q])
+    return {f"tpa_{k}of{p.size}": float(v) for k, v in enumerate(dist)}
+
+
+def disagreement_rate(pred_a: ArrayLike, pred_b: ArrayLike) -> float:
+    """Share of images on which two classifiers predict different classes."""
+    a, b = _labels(pred_a, "pred_a"), _labels(pred_b, "pred_b")
+    _same_length(a, b, "pred_a and pred_b")
+    return float(np.mean(a != b))
+
+
+def error_correlation(pred_a: ArrayLike, pred_b: ArrayLike, y_true: ArrayLike) -> dict[str, float]:
+    """``phi``: the Pearson correlation of the two 0/1 error indicators (NaN when either is constant), and
+    ``yule_q`` = (n11·n00 − n10·n01)/(n11·n00 + n10·n01) from the 2×2 table of errors (NaN when 0/0)."""
+    a, b, y = _labels(pred_a, "pred_a"), _labels(pred_b, "pred_b"), _labels(y_true, "y_true")
+    _same_length(a, b, "pred_a and pred_b")
+    _same_length(a, y, "pred_a and y_true")
+    ea, eb = (a != y), (b != y)
+    n11, n00 = int(np.sum(ea & eb)), int(np.sum(~ea & ~eb))
+    n10, n01 = int(np.sum(ea & ~eb)), int(np.sum(~ea & eb))
+    phi = math.nan
+    if 0 < ea.sum() < ea.size and 0 < eb.sum() < eb.size:
+        phi = float(np.corrcoef(ea.astype(np.float64), eb.astype(np.float64))[0, 1])
+    den = n11 * n00 + n10 * n01
+    yule = (n11 * n00 - n10 * n01) / den if den else math.nan
+    return {"phi": phi, "yule_q": float(yule)}
+
+
+def jensen_shannon(p_a: ArrayLike, p_b: ArrayLike) -> np.ndarray:
+    """Per-image JSD(p_a, p_b) = H(½(p_a + p_b)) − ½(H(p_a) + H(p_b)) in nats, for (n, K) rows of
+    class probabilities: the two-member ensemble's disagreement score (0 = identical)."""
+    a, b = np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError("p_a and p_b must be (n, K) arrays of the same shape")
+
+    def entropy(p: np.ndarray) -> np.ndarray:
+        return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
+
+    return np.maximum(entropy((a + b) / 2) - (entropy(a) + entropy(b)) / 2, 0.0)
