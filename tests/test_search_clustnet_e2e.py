@@ -6,25 +6,17 @@ re-run of the exported YAML."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 import yaml
+from trial_files import results, trial_dirs
 
 from search.main import main
 
 pytestmark = pytest.mark.ray
 EPOCHS = 2
-
-
-def trial_dirs(experiment: Path) -> list[Path]:
-    return sorted(p for p in experiment.iterdir() if p.is_dir() and (p / "params.json").exists())
-
-
-def results(trial: Path) -> list[dict]:
-    return [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines() if ln.strip()]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from trial_files import results, trial_dirs
 
 from methods.difair import DifairConfig
 from search.main import main
@@ -19,13 +20,8 @@ pytestmark = pytest.mark.ray
 MAX_EPOCHS = 3
 
 
-def trial_dirs(experiment: Path) -> list[Path]:
-    return sorted(p for p in experiment.iterdir() if p.is_dir() and (p / "params.json").exists())
-
-
 def last_result(trial: Path) -> dict:
-    lines = [ln for ln in (trial / "result.json").read_text().splitlines() if ln.strip()]
-    return json.loads(lines[-1])
+    return results(trial)[-1]
 
 
 @pytest.fixture(scope="module")

@@ -5,26 +5,18 @@ checkpoint, and the cell re-chosen on validation in the final report."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 import yaml
+from trial_files import results, trial_dirs
 
 from search.main import main
 
 pytestmark = pytest.mark.ray
 K = 6  # digits splits keep 6 known classes
 GRID_CELLS = 5 * K * 3
-
-
-def trial_dirs(experiment: Path) -> list[Path]:
-    return sorted(p for p in experiment.iterdir() if p.is_dir() and (p / "params.json").exists())
-
-
-def results(trial: Path) -> list[dict]:
-    return [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines() if ln.strip()]
 
 
 # DHRNet sees 4–5 batches per digits epoch and, until every class has a few correctly classified
