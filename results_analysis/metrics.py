@@ -175,9 +175,7 @@ def cluster_acc(y_true: ArrayLike, y_cluster: ArrayLike) -> float:
     """
     t, c = _labels(y_true, "y_true"), _labels(y_cluster, "y_cluster")
     _same_length(t, c, "y_true and y_cluster")
-    counts = contingency_matrix(t, c)
-    rows, cols = linear_sum_assignment(-counts)
-    return float(counts[rows, cols].sum() / t.size)
+    return matched_accuracy(contingency_matrix(t, c))
 
 
 def nmi(y_true: ArrayLike, y_cluster: ArrayLike) -> float:
