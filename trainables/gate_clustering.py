@@ -28,7 +28,6 @@ class GateClusteringRuns(TrialRuns):
         super().__init__(*args, **kwargs)
         # (epoch, {run key: {phase: (metrics, counts)}}) of the last evaluation, for write_epoch.
         self._evaluated: tuple[int, dict[str, dict[str, tuple[dict[str, float], np.ndarray]]]] | None = None
-        self._tested: dict[str, dict[str, tuple[dict[str, float], np.ndarray]]] = {}
 
     def evaluate_phase(self, run: Run, phase: str) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
         """(metrics named ``<phase>_…``, the expert × class count matrix, the raw outputs) of one run."""
@@ -98,20 +97,24 @@ class GateClusteringRuns(TrialRuns):
     def test(self) -> TestOutcome:
         """Test metrics of every run on the whole test split, with the per-image outputs. Never
         reported to the searcher."""
+        return self._test_runs()[0]
+
+    def _test_runs(self) -> tuple[TestOutcome, dict[str, dict[str, tuple[dict[str, float], np.ndarray]]]]:
+        """The test outcome, and per run the test metrics with the expert × class counts."""
         records: list[dict[str, Any]] = []
         frames = []
-        self._tested = {}
+        tested = {}
         for run in self.runs:
             metrics, counts, outputs = self.evaluate_phase(run, "test")
             records += _records(run, "test", metrics)
             frames.append(_score_frame(run, outputs))
-            self._tested[run.key] = {"test": (metrics, counts)}
-        return TestOutcome(records, pd.concat(frames, ignore_index=True))
+            tested[run.key] = {"test": (metrics, counts)}
+        return TestOutcome(records, pd.concat(frames, ignore_index=True)), tested
 
     def write_final(self, trial_dir: Path, trial_id: str, last_epoch: Mapping[str, Any]) -> dict[str, Any]:
         """The OSR end files (final_metrics.json, test_scores.parquet) plus ``gate_confusion/test.*``."""
-        outcome = self.test()
-        self._write_confusion(trial_dir, "test", "test, final model", self._tested)
+        outcome, tested = self._test_runs()
+        self._write_confusion(trial_dir, "test", "test, final model", tested)
         return self.write_outcome(trial_dir, trial_id, last_epoch, outcome)
 
 
