@@ -33,6 +33,8 @@ class Summary:
     metric: str
     outcomes: list[TrialOutcome]
     chosen: list[TrialOutcome] = field(default_factory=list)  # the trial(s) whose runs make up the result
+    # posthoc per chosen set: table(), render() and export_yaml() ask for it several times each.
+    _posthoc: dict[tuple[Path, ...], dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -42,6 +44,12 @@ class Summary:
     def posthoc(self) -> dict[str, Any]:
         """The post-hoc cell re-chosen on validation over the grids of every chosen run together (a
         re-run trains one trial per (split, seed): a per-trial choice would be per split)."""
+        key = tuple(o.path for o in self.chosen)
+        if key not in self._posthoc:
+            self._posthoc[key] = self._select_posthoc()
+        return self._posthoc[key]
+
+    def _select_posthoc(self) -> dict[str, Any]:
         grids = [pd.read_parquet(o.path / GRID_FILE) for o in self.chosen if (o.path / GRID_FILE).exists()]
         if not grids:
             return {}
