@@ -146,7 +146,9 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, batches: Iterable[torch.Tensor]) -> dict[str, np.ndarray]:
         """Raw outputs on unlabelled batches: ``pred`` (N,), ``score`` (N,, higher = more unknown) and
-        ``score_<name>`` for every named score (the primary one included)."""
+        ``score_<name>`` for every named score (the primary one included). A companion model evaluated
+        alongside (the adversarial method's in-run baseline) adds its own outputs as ``<view>/<name>``;
+        see ``output_views``."""
 
     def diagnostics(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
         """Method-specific validation numbers that need labels (e.g. DIFAIR's hypersphere share)."""
@@ -173,6 +175,22 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+VIEW_SEPARATOR = "/"
+
+
+def output_views(outputs: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """``evaluate`` outputs by view: the method's own under ``""``, each companion's (``<view>/<name>``)
+    under ``<view>`` with the prefix removed. A companion must name its own ``score``."""
+    views: dict[str, dict[str, np.ndarray]] = {"": {}}
+    for key, value in outputs.items():
+        view, _, name = key.rpartition(VIEW_SEPARATOR)
+        views.setdefault(view, {})[name] = value
+    for view, named in views.items():
+        if view and "score" not in named:
+            raise ValueError(f"the {view!r} outputs have no score")
+    return views
 
 
 class SupervisedMethod(Method):

@@ -135,17 +135,20 @@ def test_randaugment_chunks_get_their_own_ops() -> None:
 
 
 def test_policy_for() -> None:
-    assert AUG_MODES == ("torchvision", "crosr", "none")
+    assert AUG_MODES == ("torchvision", "crosr", "crop_flip", "none")
     for name in DATASETS:
         assert policy_for("none", name) is None
         assert policy_for("torchvision", name, 6) == default_policy(name, 6)
+        crop_flip = policy_for("crop_flip", name)
+        assert (crop_flip.kind, crop_flip.crop_padding) == ("none", 4)
+        assert crop_flip.flip == (name not in ("mnist", "svhn", "digits"))
         p = policy_for("crosr", name, 7)
         if name == "digits":
             assert p is None  # 8×8 glyphs do not survive the reference warp
             continue
         assert p == AugmentPolicy("jitter_affine", 0, name not in ("mnist", "svhn"), 7, 255)
     assert policy_for("crosr", "cifar10").flip and not policy_for("crosr", "svhn").flip
-    with pytest.raises(ValueError, match="torchvision, crosr, none"):
+    with pytest.raises(ValueError, match="torchvision, crosr, crop_flip, none"):
         policy_for("mixup", "cifar10")
     with pytest.raises(ValueError):
         policy_for("crosr", "imagenet")

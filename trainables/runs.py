@@ -19,7 +19,7 @@ import torch
 from data import ImagePool, Split, to_training_labels
 from data.augment import AugmentPolicy, Normalizer, augment, fit_normalizer, policy_for, resize
 from methods import DataInfo, Method, get_method
-from methods.base import InvalidCellError
+from methods.base import InvalidCellError, output_views
 from results_analysis.metrics import auroc, open_set_f1, osr_metrics, threshold_at_tpr
 from results_analysis.tables import GRID_FILE, posthoc_records, select_posthoc_cell
 
@@ -157,12 +157,28 @@ class Run:
         """Metrics on the balanced known/unknown sets of ``phase`` (val or test), all from one place.
 
         ``reference`` holds the known validation outputs that every score's macro-F1 threshold is
-        chosen on (protocol.md §8.5); without it, ``phase``'s own knowns (validation itself)."""
+        chosen on (protocol.md §8.5); without it, ``phase``'s own knowns (validation itself). A
+        companion view of the outputs (``<view>/<name>``, e.g. the adversarial method's in-run
+        baseline) gets the same metrics as ``<phase>_<view>_<metric>``, and each of them its paired
+        difference from the method's own as ``<phase>_delta_<metric>`` (method − companion)."""
         outputs = self.outputs(phase)
-        known, unknown = outputs["known"], outputs["unknown"]
         labels = self.y[f"{phase}_known"].cpu().numpy()
+        known, unknown = output_views(outputs["known"]), output_views(outputs["unknown"])
+        references = known if reference is None else output_views(reference)
+        metrics = self.view_metrics(phase, known[""], unknown[""], labels, references[""])
+        for view in known.keys() - {""}:
+            companion = self.view_metrics(phase, known[view], unknown[view], labels, references[view])
+            for name, value in companion.items():
+                metric = name.removeprefix(f"{phase}_")
+                metrics[f"{phase}_{view}_{metric}"] = value
+                if not metric.startswith("threshold"):
+                    metrics[f"{phase}_delta_{metric}"] = metrics[name] - value
+        return metrics, outputs
+
+    def view_metrics(self, phase: str, known: Mapping[str, np.ndarray], unknown: Mapping[str, np.ndarray],
+                     labels: np.ndarray, reference: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Every open-set metric of one view's known and unknown outputs, named ``<phase>_<metric>``."""
         metrics = osr_metrics(known["pred"], labels, known["score"], unknown["score"], prefix=f"{phase}_")
-        reference = known if reference is None else reference
         for name in known:
             if not (name == "score" or name.startswith("score_")):
                 continue
@@ -173,8 +189,8 @@ class Run:
                 metrics[f"{phase}_auroc{suffix}"] = auroc(known[name], unknown[name])
             metrics.update(self.f1_metrics(known, unknown, labels, known[name], unknown[name], reference[name],
                                            prefix=f"{phase}_", suffix=suffix, native=name == "score"))
-        metrics.update({f"{phase}_{k}": v for k, v in self.method.diagnostics(known, labels).items()})
-        return metrics, outputs
+        metrics.update({f"{phase}_{k}": v for k, v in self.method.diagnostics(dict(known), labels).items()})
+        return metrics
 
     def cell_metrics(self, phase: str, outputs: Mapping[str, Mapping[str, np.ndarray]], cell: Any,
                      reference: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
@@ -455,7 +471,8 @@ def _score_frame(run: Run, outputs: Mapping[str, Mapping[str, np.ndarray]]) -> p
             "pred": out["pred"],
         })
         for name, values in out.items():
-            if name.startswith("score_") or name == "pred_native":
+            # Every per-image score and prediction (members' and companions' too), not 2-D features.
+            if name not in ("pred", "score") and not name.endswith("/score") and np.ndim(values) == 1:
                 frame[name] = values
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
