@@ -57,8 +57,14 @@ PERCENT_METRICS = frozenset(
         "mean_cluster_acc",
         "gate_confidence",
         "usage",
+        "ensemble_gain",
+        "disagreement",
+        "tpa",
     }
 )
+# Prefixes of a companion's metrics (the adversarial method's in-run baseline, ``base_``) and of their
+# paired differences from the method's own (``delta_``): the rest of the name is a metric as above.
+COMPANION_PREFIXES = ("base_", "delta_")
 # Column order in reports: the protocol's main metrics first, the rest alphabetically.
 METRIC_ORDER = (
     "auroc",
@@ -67,6 +73,12 @@ METRIC_ORDER = (
     "tnr_at_tpr95",
     "fpr_at_tpr95",
     "macro_f1",
+    "acc_c1",
+    "acc_c2",
+    "ensemble_gain",
+    "disagreement",
+    "phi",
+    "yule_q",
     "mean_cluster_acc",
     "pos_cluster_acc",
     "neg_cluster_acc",
@@ -302,8 +314,18 @@ def load_curves(path: str | Path) -> pd.DataFrame:
 
 
 def _sort_metrics(metrics: list[str]) -> list[str]:
+    """METRIC_ORDER first, the rest alphabetically; a companion's metric and its difference right
+    after the method's own (auroc, base_auroc, delta_auroc)."""
     order = {m: i for i, m in enumerate(METRIC_ORDER)}
-    return sorted(metrics, key=lambda m: (order.get(m, len(order)), m))
+
+    def key(metric: str) -> tuple[int, str, int]:
+        for rank, prefix in enumerate(COMPANION_PREFIXES, start=1):
+            if metric.startswith(prefix):
+                name = metric.removeprefix(prefix)
+                return order.get(name, len(order)), name, rank
+        return order.get(metric, len(order)), metric, 0
+
+    return sorted(metrics, key=key)
 
 
 def rank_configs(df: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
@@ -423,6 +445,8 @@ def format_mean_std(mean: float, std: float, scale: float = 100, digits: int = 1
 
 def _is_percent(metric: str) -> bool:
     # Variants such as "auroc_maxact" (a secondary score) or "acc_full" are rates too.
+    for prefix in COMPANION_PREFIXES:
+        metric = metric.removeprefix(prefix)
     return any(metric == p or metric.startswith(p + "_") for p in PERCENT_METRICS)
 
 

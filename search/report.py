@@ -13,7 +13,14 @@ import pandas as pd
 import yaml
 from ray import tune
 
-from results_analysis.tables import GRID_FILE, config_key, posthoc_records, select_posthoc_cell, summarize
+from results_analysis.tables import (
+    COMPANION_PREFIXES,
+    GRID_FILE,
+    config_key,
+    posthoc_records,
+    select_posthoc_cell,
+    summarize,
+)
 
 
 @dataclass
@@ -133,10 +140,20 @@ def render(summary: Summary, best_yaml: Path | None) -> str:
         n = int(table["n_runs"].max())
         lines.append(f"\n{phase} metrics, mean ± std over {n} (split, seed) runs [per-split means]:")
         split_cols = [c for c in table.columns if c.startswith("mean_split")]
+        base, delta = COMPANION_PREFIXES
+        if any(m.startswith(base) for m in table.index):
+            lines.append("  (base: the in-run baseline, the same pair trained with adversarial weight 0; "
+                         "Δ: the paired difference, method − base)")
         for metric, row in table.iterrows():
+            if metric.startswith(COMPANION_PREFIXES):
+                continue
             per_split = "  ".join(f"s{c[10:]}={row[c]:.4f}" for c in split_cols)
-            std = "nan" if math.isnan(row["std"]) else f"{row['std']:.4f}"
-            lines.append(f"  {metric:<26} {row['mean']:.4f} ± {std}   [{per_split}]")
+            text = f"  {metric:<26} {_mean_std(row)}"
+            if f"{base}{metric}" in table.index:
+                text += f"   base {_mean_std(table.loc[f'{base}{metric}'])}"
+            if f"{delta}{metric}" in table.index:
+                text += f"   Δ {_mean_std(table.loc[f'{delta}{metric}'], signed=True)}"
+            lines.append(f"{text}   [{per_split}]")
     posthoc = summary.posthoc
     if posthoc:
         chosen = posthoc.get("selected", "none (every cell had an invalid fit)")
@@ -146,6 +163,11 @@ def render(summary: Summary, best_yaml: Path | None) -> str:
         lines.append(f"\nBest config written to {best_yaml}")
         lines.append(f"Re-run it on every split: python search/run.py --config {best_yaml}")
     return "\n".join(lines)
+
+
+def _mean_std(row: pd.Series, signed: bool = False) -> str:
+    std = "nan" if math.isnan(row["std"]) else f"{row['std']:.4f}"
+    return f"{row['mean']:{'+' if signed else ''}.4f} ± {std}"
 
 
 def export_yaml(summary: Summary, path: Path) -> None:

@@ -27,7 +27,7 @@ def run_main(capsys, storage: Path, *args: str) -> str:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--method", "nope"], "unknown method 'nope': choose one of clustnet, crosr, difair, openmax, softmax"),
+        (["--method", "nope"], "unknown method 'nope': choose one of adversarial, clustnet, crosr, difair, openmax, softmax"),
         (["--method", "difair", "--dataset", "imagenet"], "choose one of digits, mnist, svhn"),
         (["--method", "difair", "--splits", "0,7"], "digits has splits 0,1,2,3,4"),
         (["--method", "difair", "--splits", "zero"], "give 'all' or split ids"),

@@ -20,12 +20,19 @@ from data import ImagePool, Split, to_training_labels
 from data.augment import AugmentPolicy, Normalizer, augment, fit_normalizer, policy_for, resize
 from methods import DataInfo, Method, get_method
 from methods.base import InvalidCellError, output_views
-from results_analysis.metrics import auroc, open_set_f1, osr_metrics, threshold_at_tpr
+from results_analysis.metrics import accuracy, auroc, open_set_f1, osr_metrics, threshold_at_tpr
 from results_analysis.tables import GRID_FILE, posthoc_records, select_posthoc_cell
 
 # Keys of a trial config that describe the experiment rather than the method's hyperparameters.
 META_KEYS = ("method", "dataset", "splits", "seeds", "search")
-EVAL_BATCH = 1024
+# Evaluation batch per device type: on a CPU the activations of 1024 images overflow the caches and
+# inference runs 1.3–1.6× slower than at 256 (bench/eval_batch.py); a GPU wants the large batch.
+EVAL_BATCH = {"cpu": 256}
+EVAL_BATCH_DEFAULT = 1024
+
+
+def eval_batch_size(device: torch.device) -> int:
+    return EVAL_BATCH.get(device.type, EVAL_BATCH_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -105,9 +112,13 @@ class Run:
     # a run's numbers do not depend on which other runs share its trial (re-runs reproduce searches).
     rng_state: torch.Tensor = field(default_factory=torch.get_rng_state)
     cuda_rng_state: torch.Tensor | None = None
+    # Outputs per phase of the current weights: the last epoch's validation outputs are what the final
+    # test needs for its thresholds, so they are not computed twice. Cleared whenever weights change.
+    _outputs: dict[str, dict[str, dict[str, np.ndarray]]] = field(default_factory=dict, repr=False)
 
     def train_epoch(self, batch_size: int, epoch: int) -> dict[str, float]:
         device = self.generator.device
+        self.weights_changed()
         torch.set_rng_state(self.rng_state)
         if device.type == "cuda" and self.cuda_rng_state is not None:
             torch.cuda.set_rng_state(self.cuda_rng_state, device)
@@ -137,20 +148,29 @@ class Run:
 
     def eval_batches(self, part: str) -> Iterator[torch.Tensor]:
         x = self.x[part]
-        for start in range(0, len(x), EVAL_BATCH):
-            yield self.normalizer(x[start : start + EVAL_BATCH]).contiguous(memory_format=torch.channels_last)
+        size = eval_batch_size(x.device)
+        for start in range(0, len(x), size):
+            yield self.normalizer(x[start : start + size]).contiguous(memory_format=torch.channels_last)
 
     def labelled_batches(self, part: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``part`` with the test transform, and its labels (what OpenMax fits its class means on)."""
-        for x, start in zip(self.eval_batches(part), range(0, len(self.y[part]), EVAL_BATCH), strict=True):
-            yield x, self.y[part][start : start + EVAL_BATCH]
+        size = eval_batch_size(self.x[part].device)
+        for x, start in zip(self.eval_batches(part), range(0, len(self.y[part]), size), strict=True):
+            yield x, self.y[part][start : start + size]
 
     def evaluate(self, part: str) -> dict[str, np.ndarray]:
         self.method.prepare_evaluation(lambda: self.labelled_batches("train"))
         return self.method.evaluate(self.eval_batches(part))
 
     def outputs(self, phase: str) -> dict[str, dict[str, np.ndarray]]:
-        return {"known": self.evaluate(f"{phase}_known"), "unknown": self.evaluate(f"{phase}_unknown")}
+        if phase not in self._outputs:
+            self._outputs[phase] = {"known": self.evaluate(f"{phase}_known"),
+                                    "unknown": self.evaluate(f"{phase}_unknown")}
+        return self._outputs[phase]
+
+    def weights_changed(self) -> None:
+        """Forget outputs computed from the previous weights (after training or a checkpoint load)."""
+        self._outputs.clear()
 
     def osr_metrics(self, phase: str, reference: Mapping[str, np.ndarray] | None = None
                     ) -> tuple[dict[str, float], dict[str, dict[str, np.ndarray]]]:
@@ -347,8 +367,12 @@ class TrialRuns:
         for run in self.runs:
             val = run.outputs("val")
             metrics, outputs = run.osr_metrics("test", reference=val["known"])
-            full = run.evaluate("test_known_full")
-            metrics["test_acc_full"] = float(np.mean(full["pred"] == run.y["test_known_full"].cpu().numpy()))
+            full = output_views(run.evaluate("test_known_full"))
+            labels = run.y["test_known_full"].cpu().numpy()
+            metrics["test_acc_full"] = accuracy(labels, full[""]["pred"])
+            for view in full.keys() - {""}:
+                metrics[f"test_{view}_acc_full"] = accuracy(labels, full[view]["pred"])
+                metrics["test_delta_acc_full"] = metrics["test_acc_full"] - metrics[f"test_{view}_acc_full"]
             records += _records(run, "test", metrics)
             frames.append(_score_frame(run, outputs))
             for cell in run.method.posthoc_cells():
@@ -419,6 +443,7 @@ class TrialRuns:
         for run in self.runs:
             saved = state["runs"][run.key]
             run.method.load_state_dict(saved["method"])
+            run.weights_changed()
             run.generator.set_state(saved["generator"])
             run.rng_state = saved["rng"]
         return int(state["epoch"])
