@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     best = {(r.method, r.dataset): r.config for r in ranked[ranked["rank"] == 1].itertuples(index=False)}
 
     # matplotlib is imported only once the input is known to be good: bad input fails fast.
-    from results_analysis.plots import plot_split_metric, plot_val_curves
+    from results_analysis.plots import plot_split_metric, plot_tp_agreement, plot_val_curves
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -101,6 +101,9 @@ def _run(args: argparse.Namespace) -> int:
         split_png = out / f"{args.phase}_{args.metric}_per_split.png"
         if plot_split_metric(df, best, split_png, metric=args.metric, phase=args.phase):
             written.append(split_png)
+        tpa_png = out / f"{args.phase}_tp_agreement.png"
+        if plot_tp_agreement(df, best, tpa_png, phase=args.phase):
+            written.append(tpa_png)
     except OSError as e:
         raise _UsageError(f"cannot write reports to {out}: {e}") from None
 

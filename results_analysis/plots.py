@@ -6,6 +6,7 @@ through pyplot: no GUI backend is touched and no global figure state leaks betwe
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_gate_confusion", "plot_split_metric", "plot_val_curves"]
+__all__ = ["plot_gate_confusion", "plot_split_metric", "plot_tp_agreement", "plot_val_curves"]
 
 _STYLE = {"finished": "-", "stopped": "--", "errored": ":"}
 # Beyond this many trials a legend hides the plot; the colours alone still separate curves.
@@ -108,6 +109,51 @@ def plot_split_metric(
         ax.set_xlabel("split")
         ax.set_ylabel(f"{phase} {metric}")
         ax.set_title(f"{method} / {dataset}: config chosen on val, {len(sel)} runs", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def plot_tp_agreement(
+    df: pd.DataFrame,
+    configs: dict[tuple[str, str], str],
+    path: str | Path,
+    phase: str = "test",
+) -> bool:
+    """The TP-agreement histogram (adversarial.md §8) of one chosen config per (method, dataset): the
+    share of images that k of the N models classify correctly, for the method's models, the in-run
+    baseline's (``base_tpa_*``) and what independent errors at the same accuracies would give
+    (``tpa_indep_*``); bars are means over the runs, whiskers their std. Mass at 0 is what no ensemble
+    vote can fix; mass at 1/N…(N−1)/N is where the models disagree. Returns False, writing nothing,
+    when the experiment has no TP-agreement metrics."""
+    level = re.compile(r"^tpa_(\d+)of(\d+)$")
+    panels = []
+    for (method, dataset), config in configs.items():
+        sel = df[(df["method"] == method) & (df["dataset"] == dataset) & (df["config"] == config)
+                 & (df["phase"] == phase) & (df["status"] == "finished")]
+        levels = sorted({m.groups() for m in map(level.match, sel["metric"]) if m}, key=lambda g: int(g[0]))
+        if levels:
+            panels.append((method, dataset, sel, levels))
+    if not panels:
+        return False
+    fig = Figure(figsize=(max(4.5, 4.0 * len(panels)), 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    series = (("tpa", "models"), ("base_tpa", "in-run baseline"), ("tpa_indep", "independent errors at the models' accuracies"))
+    for ax, (method, dataset, sel, levels) in zip(axes, panels, strict=True):
+        x = np.arange(len(levels))
+        present = [(prefix, label) for prefix, label in series
+                   if (sel["metric"] == f"{prefix}_{levels[0][0]}of{levels[0][1]}").any()]
+        width = 0.8 / len(present)
+        for i, (prefix, label) in enumerate(present):
+            values = [sel.loc[sel["metric"] == f"{prefix}_{k}of{n}", "value"] for k, n in levels]
+            ax.bar(x + (i - (len(present) - 1) / 2) * width, [v.mean() for v in values], width,
+                   yerr=[v.std(ddof=1) if len(v) > 1 else 0.0 for v in values], label=label, color=f"C{i}",
+                   capsize=2)
+        ax.set_xticks(x, [f"{k}/{n}" for k, n in levels])
+        ax.set_xlabel("share of models right on an image")
+        ax.set_ylabel(f"share of {phase} images (known classes)")
+        ax.set_title(f"{method} / {dataset}: TP-agreement, {sel['split'].nunique()} split(s)", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)

@@ -450,3 +450,40 @@ def test_cli_unknown_metric_exits_2(experiment):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "auroc" in r.stderr
     assert sorted(p.name for p in experiment.iterdir()) == before
+
+
+def _companion_rows() -> pd.DataFrame:
+    """One adversarial config, two runs: the method's and the in-run baseline's TP-agreement and AUROC."""
+    rows = []
+    for seed, (tpa, base, auroc, base_auroc) in enumerate([((0.1, 0.2, 0.7), (0.1, 0.1, 0.8), 0.9, 0.85),
+                                                           ((0.1, 0.3, 0.6), (0.1, 0.1, 0.8), 0.8, 0.80)]):
+        values = {"auroc": auroc, "base_auroc": base_auroc, "delta_auroc": auroc - base_auroc, "phi": 0.4}
+        for k in range(3):
+            values[f"tpa_{k}of2"], values[f"base_tpa_{k}of2"] = tpa[k], base[k]
+            values[f"tpa_indep_{k}of2"] = (0.04, 0.32, 0.64)[k]
+        for phase in ("val", "test"):
+            rows += [("t", "adversarial", "digits", "finished", "{}", 0, seed, phase, m, v) for m, v in values.items()]
+    return pd.DataFrame(rows, columns=T.COLUMNS)
+
+
+def test_companion_metrics_sort_beside_their_own_and_are_percent():
+    summary = T.summarize(_companion_rows(), phase="test")
+    metrics = summary["metric"].tolist()
+    assert metrics[:3] == ["auroc", "base_auroc", "delta_auroc"]
+    assert metrics.index("phi") < metrics.index("tpa_0of2")  # the METRIC_ORDER ones first
+    table = T.to_markdown(summary)
+    assert "85.0 ± 7.1" in table  # auroc in percent: mean 0.85, std 0.0707
+    assert "82.5 ± 3.5" in table and "2.5 ± 3.5" in table  # base_auroc and delta_auroc too
+    assert "0.400 ± 0.000" in table  # a correlation is not a percentage
+
+
+def test_tp_agreement_plot(tmp_path):
+    from results_analysis.plots import plot_tp_agreement
+
+    df = _companion_rows()
+    path = tmp_path / "tpa.png"
+    assert plot_tp_agreement(df, {("adversarial", "digits"): "{}"}, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    no_tpa = df[~df["metric"].str.contains("tpa")]
+    assert not plot_tp_agreement(no_tpa, {("adversarial", "digits"): "{}"}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
