@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,7 +226,8 @@ def diversity_metrics(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> 
                "ensemble_gain": accuracy(labels, outputs["pred"]) - (acc1 + acc2) / 2,
                "disagreement": disagreement_rate(outputs["pred_c1"], outputs["pred_c2"])}
     metrics.update(tp_agreement(correct))
-    metrics.update({f"{k.replace('tpa_', 'tpa_indep_')}": v for k, v in independent_tpa_reference([acc1, acc2]).items()})
+    reference = independent_tpa_reference([acc1, acc2])
+    metrics.update({f"tpa_indep_{k.removeprefix('tpa_')}": v for k, v in reference.items()})
     metrics.update(error_correlation(outputs["pred_c1"], outputs["pred_c2"], labels))
     return metrics
 
@@ -234,7 +235,7 @@ def diversity_metrics(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> 
 class ClassifierPair(nn.Module):
     """C1 and C2: two separately initialised classifiers of the same architecture."""
 
-    def __init__(self, make: Any) -> None:
+    def __init__(self, make: Callable[[], ThreeBlockNet]) -> None:
         super().__init__()
         self.c1, self.c2 = make(), make()
 
