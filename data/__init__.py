@@ -3,10 +3,26 @@
 Plain PyTorch/numpy: nothing here imports Ray.
 """
 
-from data.pools import DATASETS, DataMissingError, ImagePool, check_available, default_data_root, load_pool
-from data.splitting import Split, make_split, split_ids, to_training_labels, whole_dataset_split
+from data.pools import (
+    CLUSTERING_ONLY,
+    DATASETS,
+    DataMissingError,
+    ImagePool,
+    check_available,
+    default_data_root,
+    load_pool,
+)
+from data.splitting import (
+    Split,
+    make_split,
+    split_ids,
+    to_training_labels,
+    transductive_split,
+    whole_dataset_split,
+)
 
 __all__ = [
+    "CLUSTERING_ONLY",
     "DATASETS",
     "DataMissingError",
     "ImagePool",
@@ -17,5 +33,6 @@ __all__ = [
     "make_split",
     "split_ids",
     "to_training_labels",
+    "transductive_split",
     "whole_dataset_split",
 ]

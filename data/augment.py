@@ -306,6 +306,11 @@ class Normalizer:
         return (x_uint8.float() / self.max_value - mean) / std
 
 
+def unit_scaler(channels: int, max_value: int) -> Normalizer:
+    """x / max_value, no standardisation: images in [0, 1]."""
+    return Normalizer((0.0,) * channels, (1.0,) * channels, max_value)
+
+
 def fit_normalizer(x_uint8: torch.Tensor, max_value: int) -> Normalizer:
     """Per-channel population mean/std of x / max_value over the given images (difair.md §9.3: pass the
     training images actually used, i.e. the split's known-class training partition)."""

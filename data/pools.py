@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,10 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "svhn", "cifar10", "cifar+10", "cifar+50", "tiny_imagenet")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "svhn", "cifar10", "cifar+10", "cifar+50", "tiny_imagenet",
+                             "cifar100_20")
+# Datasets without open-set class splits: CIFAR-100 under its 20 coarse super-classes is a clustering
+# benchmark (contrastive_disentangling.md §6).
+CLUSTERING_ONLY: tuple[str, ...] = ("cifar100_20",)
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 DIGITS_SPLITS_FILE = SPLITS_DIR / "digits.json"
+CIFAR100_COARSE_FILE = SPLITS_DIR / "cifar100_coarse.json"
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 # MD5 of that zip as published by many dataset wrappers; a truncated download then fails loudly.
@@ -85,8 +91,11 @@ def _required_files(name: str) -> list[str]:
                 "test_batch", "batches.meta")]
     if name == "cifar10":
         return cifar10
+    cifar100 = [f"cifar-100-python/{f}" for f in ("train", "test", "meta")]
     if name in ("cifar+10", "cifar+50"):
-        return cifar10 + [f"cifar-100-python/{f}" for f in ("train", "test", "meta")]
+        return cifar10 + cifar100
+    if name == "cifar100_20":
+        return cifar100
     if name == "tiny_imagenet":
         return [f"{TINY_IMAGENET_DIR}/wnids.txt", f"{TINY_IMAGENET_DIR}/train",
                 f"{TINY_IMAGENET_DIR}/val/val_annotations.txt", f"{TINY_IMAGENET_DIR}/val/images"]
@@ -130,6 +139,8 @@ def load_pool(name: str, root: str | os.PathLike, download: bool = False) -> Ima
             return _load_cifar10(root, download)
         if name in ("cifar+10", "cifar+50"):
             return _load_cifar_plus(name, root, download)
+        if name == "cifar100_20":
+            return _load_cifar100_20(root, download)
         return _load_tiny_imagenet(root, download)
     except RuntimeError as err:
         # torchvision signals absent or corrupt files (failed MD5) with a bare RuntimeError that
@@ -210,6 +221,49 @@ def _load_cifar_plus(name: str, root: Path, download: bool) -> ImagePool:
         torch.cat([vx10, vx100]), torch.cat([vy10, vy100 + offset]),
         255, names10 + names100,
     )
+
+
+def cifar100_coarse_of_fine() -> np.ndarray:
+    """Coarse (super-class) id of each CIFAR-100 fine label 0..99, from the stored official table."""
+    table = json.loads(CIFAR100_COARSE_FILE.read_text())["coarse_to_fine"]
+    coarse = np.full(100, -1, dtype=np.int64)
+    for c, fines in table.items():
+        coarse[fines] = int(c)
+    return coarse
+
+
+def read_cifar100_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(fine, coarse) labels of one official CIFAR-100 python file (``train`` or ``test``)."""
+    with open(path, "rb") as fh:
+        entry = pickle.load(fh, encoding="latin1")  # the official, MD5-checked file
+    return np.asarray(entry["fine_labels"], dtype=np.int64), np.asarray(entry["coarse_labels"], dtype=np.int64)
+
+
+def check_coarse_labels(fine: np.ndarray, coarse: np.ndarray) -> None:
+    """Raise if any image's coarse label is not the stored table's super-class of its fine label."""
+    expected = cifar100_coarse_of_fine()[fine]
+    wrong = np.flatnonzero(expected != coarse)
+    if wrong.size:
+        i = int(wrong[0])
+        raise ValueError(f"CIFAR-100 coarse labels disagree with the official mapping at {wrong.size} images "
+                         f"(first: image {i}, fine {fine[i]}, coarse {coarse[i]}, expected {expected[i]})")
+
+
+def _load_cifar100_20(root: Path, download: bool) -> ImagePool:
+    """CIFAR-100 images labelled by their 20 super-classes, read from the files' own ``coarse_labels``
+    (torchvision keeps only the fine ones) and checked against the stored table."""
+    from torchvision.datasets import CIFAR100
+
+    tx, ty_fine, vx, vy_fine, _ = _read_cifar(CIFAR100, root, download)
+    coarse = []
+    for part, fine in (("train", ty_fine), ("test", vy_fine)):
+        file_fine, file_coarse = read_cifar100_labels(root / CIFAR100.base_folder / part)
+        if not np.array_equal(file_fine, fine.numpy()):
+            raise ValueError(f"cifar-100-python/{part}: fine labels differ from torchvision's reading")
+        check_coarse_labels(file_fine, file_coarse)
+        coarse.append(_labels(file_coarse))
+    names = tuple(json.loads(CIFAR100_COARSE_FILE.read_text())["coarse_names"])
+    return ImagePool("cifar100_20", tx, coarse[0], vx, coarse[1], 255, names)
 
 
 def _decode_rgb(paths: list[Path]) -> torch.Tensor:

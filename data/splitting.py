@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from functools import cache
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from data.keyed_hash import balance, stratified_holdout
-from data.pools import DATASETS, DIGITS_SPLITS_FILE, SPLITS_DIR, ImagePool, _check_name
+from data.pools import CLUSTERING_ONLY, DATASETS, DIGITS_SPLITS_FILE, SPLITS_DIR, ImagePool, _check_name
 
 STANDARD_SPLITS_FILE = SPLITS_DIR / "standard.json"
 NUM_SPLITS = 5
@@ -50,8 +51,10 @@ class Split:
 
 
 def split_ids(name: str) -> list[int]:
-    """The split ids of a dataset: five for every dataset."""
+    """The split ids of a dataset: five for every open-set dataset."""
     _check_name(name)
+    if name in CLUSTERING_ONLY:
+        raise ValueError(f"{name} has no open-set class splits: it is a clustering benchmark")
     return list(range(NUM_SPLITS))
 
 
@@ -214,6 +217,15 @@ def whole_dataset_split(pool: ImagePool) -> Split:
                  test_unknown=empty, test_known_full=test, convention={"holdout": "stratified 20% of train"})
 
 
+def transductive_split(pool: ImagePool) -> Split:
+    """``whole_dataset_split`` whose training images are the whole train split, the validation hold-out
+    included: an unsupervised method trains on images without labels and is judged by clustering some of
+    them (contrastive_disentangling.md §6.2)."""
+    whole = whole_dataset_split(pool)
+    return dataclasses.replace(whole, train=whole.train_full,
+                               convention={"holdout": "stratified 20% of train, also trained on without labels"})
+
+
 def to_training_labels(pool_labels: torch.Tensor, known: tuple[int, ...]) -> torch.Tensor:
     """Map pool label ``known[k]`` to k and every other label to -1 (on the labels' device)."""
     labels = torch.as_tensor(pool_labels)
@@ -232,4 +244,5 @@ def to_training_labels(pool_labels: torch.Tensor, known: tuple[int, ...]) -> tor
 
 
 __all__ = ["DATASETS", "WHOLE_DATASET_SPLIT", "Split", "class_lists", "digits_splits", "make_split", "select_indices",
-           "selection_key", "split_ids", "standard_splits", "to_training_labels", "whole_dataset_split"]
+           "selection_key", "split_ids", "standard_splits", "to_training_labels", "transductive_split",
+           "whole_dataset_split"]

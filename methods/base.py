@@ -32,6 +32,7 @@ class DataInfo:
     image_size: int
     num_known: int
     device: torch.device = torch.device("cpu")
+    dataset: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,11 @@ class Method(abc.ABC):
     objective: ClassVar[str] = "val_auroc"  # the search objective unless --metric says otherwise
     datasets: ClassVar[tuple[str, ...] | None] = None  # the datasets it runs on; None: all of them
     search_seeds: ClassVar[int] = 1  # seeds per trial in a search unless --seeds says otherwise
+    # False: inputs are x / max_value in [0, 1] instead of standardised by the training images' statistics.
+    standardise_inputs: ClassVar[bool] = True
+    # The batch augmentation (data/augment.py ``policy_for``) when the config has no ``aug_mode``; "none"
+    # for a method that makes its own views.
+    default_aug_mode: ClassVar[str] = "torchvision"
 
     def __init__(self, config: MethodConfig, info: DataInfo) -> None:
         self.config = config

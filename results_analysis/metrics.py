@@ -28,10 +28,13 @@ __all__ = [
     "auroc",
     "cluster_acc",
     "clustering_metrics",
+    "CLUSTERING_METRICS",
     "disagreement_rate",
     "error_correlation",
     "independent_tpa_reference",
     "jensen_shannon",
+    "kmeans_clusters",
+    "kmeans_readout",
     "fpr_at_tpr95",
     "gate_class_counts",
     "gate_clustering_metrics",
@@ -228,6 +231,38 @@ def clustering_metrics(y_true: ArrayLike, y_cluster: ArrayLike, prefix: str = ""
         "ari": ari(y_true, y_cluster),
     }
     return {prefix + k: v for k, v in values.items()}
+
+
+# A clustering task's readouts (contrastive_disentangling.md §6.1): k-means on the backbone output h and
+# on the feature predictor f, each scored by clustering_metrics. Metric names: <phase>_<readout>_<metric>.
+READOUTS = {"backbone": "h", "feature": "f"}
+CLUSTERING_METRICS = tuple(f"{r}_{m}" for r in READOUTS for m in ("nmi", "ari", "cluster_acc"))
+KMEANS_SEED = 42
+KMEANS_N_INIT = 10
+
+
+def kmeans_clusters(features: ArrayLike, k: int, seed: int = KMEANS_SEED, n_init: int = KMEANS_N_INIT) -> np.ndarray:
+    """scikit-learn KMeans on the raw features (no normalisation, no PCA): the cluster of each row."""
+    from sklearn.cluster import KMeans
+
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or len(x) < k:
+        raise ValueError(f"k-means with k={k} needs a 2-D array of at least k rows, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("k-means features contain NaN or inf")
+    return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(x).astype(np.int64)
+
+
+def kmeans_readout(outputs: dict[str, np.ndarray], y_true: ArrayLike, k: int, prefix: str = ""
+                   ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """k-means with ``k`` clusters on every readout of ``outputs`` (``h`` and ``f``), scored against the
+    classes: (``{prefix}<readout>_<nmi|ari|cluster_acc>``, the clusters per readout)."""
+    metrics: dict[str, float] = {}
+    clusters: dict[str, np.ndarray] = {}
+    for readout, key in READOUTS.items():
+        clusters[readout] = kmeans_clusters(outputs[key], k)
+        metrics.update(clustering_metrics(y_true, clusters[readout], prefix=f"{prefix}{readout}_"))
+    return metrics, clusters
 
 
 # What a ClustNet trial reports per phase (plus usage_e<i>, the share of images routed to expert i).

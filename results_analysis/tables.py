@@ -86,7 +86,15 @@ METRIC_ORDER = (
     "cluster_acc",
     "nmi",
     "ari",
+    "backbone_nmi",
+    "backbone_ari",
+    "backbone_cluster_acc",
+    "feature_nmi",
+    "feature_ari",
+    "feature_cluster_acc",
 )
+# A clustering task's readouts (k-means on the backbone h or the feature predictor f) prefix its metrics.
+READOUT_PREFIXES = ("backbone_", "feature_")
 
 _RUN_KEY = re.compile(r"^split(\d+)(?:_seed(\d+))?$")
 
@@ -445,7 +453,7 @@ def format_mean_std(mean: float, std: float, scale: float = 100, digits: int = 1
 
 def _is_percent(metric: str) -> bool:
     # Variants such as "auroc_maxact" (a secondary score) or "acc_full" are rates too.
-    for prefix in COMPANION_PREFIXES:
+    for prefix in (*COMPANION_PREFIXES, *READOUT_PREFIXES):
         metric = metric.removeprefix(prefix)
     return any(metric == p or metric.startswith(p + "_") for p in PERCENT_METRICS)
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from data import DATASETS, DataMissingError, check_available, default_data_root, split_ids
+from data import CLUSTERING_ONLY, DATASETS, DataMissingError, check_available, default_data_root, split_ids
 from methods import Method, get_method, method_names
-from results_analysis.metrics import GATE_CLUSTERING_METRICS
+from results_analysis.metrics import CLUSTERING_METRICS, GATE_CLUSTERING_METRICS
 
 
 class UsageError(Exception):
@@ -179,13 +179,18 @@ def check_metric(metric: str, method_cls: type[Method]) -> None:
                          f"{method_cls.objective}")
     if not metric.startswith("val_") and metric != "train_loss":
         raise UsageError(f"--metric {metric}: use a validation metric ({method_cls.objective}, …)")
+    if metric == "train_loss":
+        return
     name = metric.removeprefix("val_")
-    clustering = name in GATE_CLUSTERING_METRICS or re.fullmatch(r"usage_e\d+", name) is not None
-    if method_cls.task == "gate_clustering" and not clustering and metric != "train_loss":
+    gate = name in GATE_CLUSTERING_METRICS or re.fullmatch(r"usage_e\d+", name) is not None
+    kmeans = name in CLUSTERING_METRICS
+    if method_cls.task == "gate_clustering" and not gate:
         raise UsageError(f"--metric {metric}: {method_cls.name} reports val_ metrics "
                          f"{', '.join(GATE_CLUSTERING_METRICS)}")
-    if method_cls.task == "osr" and clustering:
-        raise UsageError(f"--metric {metric} is a clustnet metric; {method_cls.name} is judged by val_auroc, "
+    if method_cls.task == "clustering" and not kmeans:
+        raise UsageError(f"--metric {metric}: {method_cls.name} reports val_ metrics {', '.join(CLUSTERING_METRICS)}")
+    if method_cls.task == "osr" and (gate or kmeans):
+        raise UsageError(f"--metric {metric} is a clustering metric; {method_cls.name} is judged by val_auroc, "
                          "val_acc, val_oscr, …")
 
 
@@ -211,6 +216,9 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         raise UsageError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     if method_cls.datasets is not None and dataset not in method_cls.datasets:
         raise UsageError(f"{method} runs on {', '.join(method_cls.datasets)}, not {dataset}")
+    if method_cls.task == "osr" and dataset in CLUSTERING_ONLY:
+        raise UsageError(f"{dataset} has no open-set class splits (a clustering benchmark): use it with "
+                         f"{', '.join(n for n in method_names() if get_method(n).task == 'clustering')}")
     metric = args.metric or method_cls.objective
     check_metric(metric, method_cls)
     if args.num_samples is not None and args.num_samples <= 0:

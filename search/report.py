@@ -133,6 +133,9 @@ def render(summary: Summary, best_yaml: Path | None) -> str:
                  f"{' …' if len(summary.chosen) > 3 else ''}), chosen on {summary.metric}:")
     width = max(len(k) for k in summary.config)
     lines += [f"  {k:<{width}}  {v}" for k, v in summary.config.items()]
+    label = setting_label(summary.chosen[0].final.get("derived", {}))
+    if label:
+        lines.append(f"  setting: {label}")
     for phase in ("val", "test"):
         table = summary.table(phase)
         if table.empty:
@@ -163,6 +166,18 @@ def render(summary: Summary, best_yaml: Path | None) -> str:
         lines.append(f"\nBest config written to {best_yaml}")
         lines.append(f"Re-run it on every split: python search/run.py --config {best_yaml}")
     return "\n".join(lines)
+
+
+def setting_label(derived: dict[str, Any]) -> str:
+    """How a result that declares its setting (CD: backbone, image size, epochs, protocol) compares with
+    the paper's; empty for methods that declare none."""
+    if "comparable_with_paper" not in derived:
+        return ""
+    protocol = "transductive (train+test)" if derived["transductive"] else "trained on the train split only"
+    verdict = ("the paper's setting" if derived["comparable_with_paper"]
+               else "a reduced setting, NOT comparable with the paper's numbers")
+    return (f"{derived['backbone']} at {derived['image_size']} px, {derived['epochs']} epochs, {protocol}: "
+            f"{verdict}")
 
 
 def _mean_std(row: pd.Series, signed: bool = False) -> str:

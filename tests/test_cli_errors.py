@@ -27,7 +27,7 @@ def run_main(capsys, storage: Path, *args: str) -> str:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--method", "nope"], "unknown method 'nope': choose one of adversarial, clustnet, crosr, difair, openmax, softmax"),
+        (["--method", "nope"], "unknown method 'nope': choose one of adversarial, cd, clustnet, crosr, difair, openmax, softmax"),
         (["--method", "difair", "--dataset", "imagenet"], "choose one of digits, mnist, svhn"),
         (["--method", "difair", "--splits", "0,7"], "digits has splits 0,1,2,3,4"),
         (["--method", "difair", "--splits", "zero"], "give 'all' or split ids"),
@@ -42,7 +42,12 @@ def run_main(capsys, storage: Path, *args: str) -> str:
         (["--method", "clustnet", "--dataset", "cifar+10"], "clustnet runs on digits, mnist, svhn, cifar10"),
         (["--method", "clustnet", "--metric", "val_auroc"], "clustnet reports val_ metrics binary_acc"),
         (["--method", "clustnet", "--metric", "test_mean_cluster_acc"], "such as val_mean_cluster_acc"),
-        (["--method", "difair", "--metric", "val_mean_cluster_acc"], "is a clustnet metric"),
+        (["--method", "difair", "--metric", "val_mean_cluster_acc"], "is a clustering metric"),
+        (["--method", "difair", "--metric", "val_backbone_nmi"], "is a clustering metric"),
+        (["--method", "difair", "--dataset", "cifar100_20"], "cifar100_20 has no open-set class splits"),
+        (["--method", "cd", "--metric", "val_auroc"], "cd reports val_ metrics backbone_nmi"),
+        (["--method", "cd", "--metric", "test_backbone_nmi"], "such as val_backbone_nmi"),
+        (["--method", "cd", "--splits", "2"], "cd trains on every class at once (one split, 0)"),
     ],
 )
 def test_flag_errors(capsys, tmp_path, args, expected):
@@ -65,6 +70,7 @@ def test_missing_dataset_says_where_and_how(capsys, tmp_path):
         ("method: difair\ndataset: digits\nconfig: {lr: fast}\n", "must be float"),
         ("method: clustnet\ndataset: digits\nconfig: {positive_classes: [0, 1], negative_classes: [2, 3]}\n",
          "disjoint, non-empty lists covering the classes 0-9"),
+        ("method: cd\ndataset: digits\nconfig: {backbone: resnet101}\n", "backbone must be one of auto"),
     ],
 )
 def test_config_file_errors(capsys, tmp_path, content, expected):

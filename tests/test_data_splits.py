@@ -230,7 +230,11 @@ def test_make_split_digits_uses_stored_lists() -> None:
 
 def test_split_ids_and_bad_input() -> None:
     for name in DATASETS:
-        assert split_ids(name) == [0, 1, 2, 3, 4]
+        if name == "cifar100_20":
+            with pytest.raises(ValueError, match="clustering benchmark"):
+                split_ids(name)
+        else:
+            assert split_ids(name) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="cifar10"):
         split_ids("cifar11")
     pool = _pool("mnist", np.arange(10), np.arange(10), tuple(map(str, range(10))))

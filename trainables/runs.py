@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from data import ImagePool, Split, to_training_labels
-from data.augment import AugmentPolicy, Normalizer, augment, fit_normalizer, policy_for, resize
+from data.augment import AugmentPolicy, Normalizer, augment, fit_normalizer, policy_for, resize, unit_scaler
 from methods import DataInfo, Method, get_method
 from methods.base import InvalidCellError, output_views
 from results_analysis.metrics import accuracy, auroc, open_set_f1, osr_metrics, threshold_at_tpr
@@ -277,15 +277,17 @@ def build_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBundle, 
     torch.manual_seed(run_seed(split_id, seed))  # model initialisation, then the run's own RNG stream
     generator = torch.Generator(device=device)
     generator.manual_seed(run_seed(split_id, seed))
-    info = DataInfo(channels=train_x.shape[1], image_size=size, num_known=len(split.known), device=device)
-    policy = policy_for(getattr(config, "aug_mode", "torchvision"), bundle.dataset, getattr(config, "aug_magnitude", 9))
+    info = DataInfo(channels=train_x.shape[1], image_size=size, num_known=len(split.known), device=device,
+                    dataset=bundle.dataset)
+    policy = policy_for(getattr(config, "aug_mode", method_cls.default_aug_mode), bundle.dataset, getattr(config, "aug_magnitude", 9))
     method = method_cls(config, info)
     return Run(
         split=split,
         seed=seed,
         method=method,
         policy=policy,
-        normalizer=fit_normalizer(xs["train"], bundle.max_value),
+        normalizer=(fit_normalizer(xs["train"], bundle.max_value) if method_cls.standardise_inputs
+                    else unit_scaler(info.channels, bundle.max_value)),
         generator=generator,
         x=xs,
         y=ys,
@@ -415,7 +417,7 @@ class TrialRuns:
             "method": self.method_name,
             "dataset": self.dataset,
             "config": self.config.to_dict(),
-            "derived": _derived(self.config),
+            "derived": self.derived(),
             "conventions": self.runs[0].split.convention,
             "status": "finished",
             "records": records,
@@ -430,6 +432,10 @@ class TrialRuns:
         tmp.write_text(json.dumps(final, indent=1, sort_keys=True))
         tmp.replace(trial_dir / "final_metrics.json")
         return final
+
+    def derived(self) -> dict[str, Any]:
+        """Values that follow from the config, written beside it in final_metrics.json."""
+        return _derived(self.config)
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {

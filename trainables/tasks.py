@@ -7,12 +7,14 @@ from typing import Any
 
 import torch
 
-from data import ImagePool, Split, make_split, whole_dataset_split
+from data import ImagePool, Split, make_split, transductive_split, whole_dataset_split
 from methods import get_method
+from trainables.clustering import ClusteringRuns
 from trainables.gate_clustering import GateClusteringRuns
 from trainables.runs import DataBundle, TrialRuns
 
-TASK_RUNS: dict[str, type[TrialRuns]] = {"osr": TrialRuns, "gate_clustering": GateClusteringRuns}
+TASK_RUNS: dict[str, type[TrialRuns]] = {"osr": TrialRuns, "gate_clustering": GateClusteringRuns,
+                                         "clustering": ClusteringRuns}
 
 
 def trial_runs(config: Mapping[str, Any], bundle: DataBundle, device: torch.device) -> TrialRuns:
@@ -22,7 +24,11 @@ def trial_runs(config: Mapping[str, Any], bundle: DataBundle, device: torch.devi
 
 def task_splits(pool: ImagePool, method: str, split_ids: Iterable[int]) -> dict[int, Split]:
     """The standard known/unknown class splits for open-set methods; the one whole-dataset split
-    (every class, a stratified 20% validation hold-out) for the others."""
-    if get_method(method).task == "osr":
+    (every class, a stratified 20% validation hold-out) for ClustNet; for unsupervised clustering the
+    same split with the hold-out also among the (unlabelled) training images."""
+    task = get_method(method).task
+    if task == "osr":
         return {s: make_split(pool, s) for s in split_ids}
+    if task == "clustering":
+        return {0: transductive_split(pool)}
     return {0: whole_dataset_split(pool)}
