@@ -130,19 +130,22 @@ def test_clustnet_learns_the_groups_and_its_gate_clusters_above_chance():
 # 0.987 / 0.989 / 0.991, ensemble-MSP AUROC 0.981, JSD AUROC 0.971, disagreement 0.014; D told same-class
 # pairs from different-class ones 97% of the time in the last epoch.
 ADVERSARIAL = {"lr_cls": 0.05, "lr_schedule": "cosine", "batch_size": 128, "in_run_baseline": False}
+ADVERSARIAL_EPOCHS = 2  # the issue asks for "within 3 epochs"; two keep the suite inside its time budget
 
 
 def test_adversarial_pair_learns_and_its_ensemble_detects_unknowns(mnist_bundle):
     from trainables.runs import TrialRuns
 
     torch.set_num_threads(2)
-    config = {"method": "adversarial", "dataset": "mnist", "splits": [0], "seeds": [0], "epochs": 3, **ADVERSARIAL}
+    config = {"method": "adversarial", "dataset": "mnist", "splits": [0], "seeds": [0], "epochs": ADVERSARIAL_EPOCHS,
+              **ADVERSARIAL}
     runs = TrialRuns(config, mnist_bundle, torch.device("cpu"))
     method = runs.runs[0].method
     assert method.config.mode == "alternating" and method.pair.c1.representation_channels == 64
-    logs = [runs.runs[0].train_epoch(runs.batch_size, epoch) for epoch in range(3)]
+    logs = [runs.runs[0].train_epoch(runs.batch_size, epoch) for epoch in range(ADVERSARIAL_EPOCHS)]
     assert logs[-1]["ce_c1"] < logs[0]["ce_c1"] and logs[-1]["ce_c2"] < logs[0]["ce_c2"]
     assert logs[-1]["d_loss"] < logs[0]["d_loss"]  # D learned its same/different task too
     test = pd.DataFrame(runs.test().records).query("phase == 'test'").set_index("metric")["value"]
     assert test["acc_c1"] >= 0.95 and test["acc_c2"] >= 0.95, test.to_dict()
     assert test["auroc"] >= 0.85, test.to_dict()
+
