@@ -96,16 +96,18 @@ def setting(backbone: str, image_size: int, epochs: int, transductive: bool) -> 
 
 
 class CNN4(nn.Module):
-    """Four 3×3 conv-BN-ReLU stages (32-64-128-256, the last three stride 2), global average pool."""
+    """Four 3×3 conv-BN-ReLU stages (32-64-128-256, the last three stride 2), average-pooled to 2×2 and
+    flattened (1024-d). A 1×1 global pool left k-means on h at NMI 0.35–0.37 on MNIST after 4,000
+    images × 10 epochs (raw pixels 0.51): where the strokes are is what tells digits apart."""
 
-    out_dim = 256
+    out_dim = 1024
 
     def __init__(self, in_channels: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for c_in, c_out, stride in ((in_channels, 32, 1), (32, 64, 2), (64, 128, 2), (128, 256, 2)):
             layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2), nn.Flatten())
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
