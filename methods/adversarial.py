@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from data.augment import AUG_MODES
 from methods.base import DataInfo, DivergedError, Method, MethodConfig
-from methods.optim import lr_at_epoch
+from methods.optim import constant_or_cosine
 from methods.registry import register
 from results_analysis.metrics import (
     accuracy,
@@ -277,9 +277,7 @@ class Adversarial(Method):
 
     def lr_for_epoch(self, epoch: int) -> float:
         c = self.config
-        if c.lr_schedule == "none":
-            return c.lr_cls
-        return lr_at_epoch(epoch, c.lr_cls, c.epochs, warmup=0, restarts=0)
+        return constant_or_cosine(epoch, c.lr_cls, c.epochs, c.lr_schedule)
 
     def train_epoch(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int) -> dict[str, float]:
         lr = self.lr_for_epoch(epoch)

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from data.views import ViewPolicy, two_views, view_policy
 from methods.base import DataInfo, DivergedError, Method, MethodConfig
-from methods.optim import lr_at_epoch
+from methods.optim import constant_or_cosine
 from methods.registry import register
 
 # §2.1. "auto" is the reference backbone except on the offline digits set, which the spec runs with the
@@ -241,9 +241,7 @@ class ContrastiveDisentangling(Method):
 
     def lr_for_epoch(self, epoch: int) -> float:
         c = self.config
-        if c.lr_schedule == "none":
-            return c.lr
-        return lr_at_epoch(epoch, c.lr, c.epochs, warmup=0, restarts=0)
+        return constant_or_cosine(epoch, c.lr, c.epochs, c.lr_schedule)
 
     def train_epoch(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int) -> dict[str, float]:
         c = self.config

@@ -57,6 +57,16 @@ def lr_at_epoch(
     raise ValueError(f"unknown lr schedule {variant!r}")
 
 
+def constant_or_cosine(epoch: int, base_lr: float, epochs: int, schedule: str) -> float:
+    """``base_lr`` throughout (``"none"``, the references' choice) or one cosine cycle over ``epochs`` with no
+    warm-up and no restarts (``"cosine"``, the search studies' option)."""
+    if schedule == "none":
+        return base_lr
+    if schedule == "cosine":
+        return lr_at_epoch(epoch, base_lr, epochs, warmup=0, restarts=0)
+    raise ValueError(f"unknown lr schedule {schedule!r}")
+
+
 def step_lr(epoch: int, base_lr: float, step_epochs: int, gamma: float) -> float:
     """StepLR: ``base_lr·gamma^⌊epoch/step_epochs⌋`` for 0-indexed ``epoch`` (crosr_openmax.md §4)."""
     if step_epochs < 1:

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from ray.tune import ExperimentAnalysis
+from trial_files import study_trials
 
 from search.main import main
 
@@ -65,8 +66,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_sessio
         lines = (trial / "result.json").read_text().splitlines()
         assert [json.loads(ln)["training_iteration"] for ln in lines] == [1, 2, 3, 4]
 
-    study = optuna.load_study(study_name="interrupted", storage=f"sqlite:///{experiment}/optuna.db")
-    trials = study.get_trials(deepcopy=False)
+    trials = study_trials(experiment, "interrupted")
     assert len(trials) == NUM_SAMPLES
     assert len({t.params["lr"] for t in trials}) == NUM_SAMPLES
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)

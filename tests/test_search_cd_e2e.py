@@ -13,7 +13,7 @@ import json
 import optuna
 import pytest
 import yaml
-from trial_files import results, trial_dirs
+from trial_files import results, study_trials, trial_dirs
 
 from results_analysis.metrics import CLUSTERING_METRICS
 from search.main import main
@@ -35,8 +35,7 @@ def search(ray_session, tmp_path_factory):
 
 def test_search_samples_the_spec_space_and_optimises_validation_backbone_nmi(search):
     assert search["rc"] == 0
-    study = optuna.load_study(study_name="search", storage=f"sqlite:///{search['experiment']}/optuna.db")
-    trials = study.get_trials(deepcopy=False)
+    trials = study_trials(search["experiment"])
     assert len(trials) == 2
     for t in trials:
         p = t.params

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from trial_files import results, trial_dirs
+from trial_files import results, study_trials, trial_dirs
 
 from methods.difair import DifairConfig
 from search.main import main
@@ -57,8 +57,7 @@ def test_search_exports_best_config_chosen_on_validation(search):
 
 
 def test_optuna_study_marks_asha_stopped_trials_pruned(search):
-    study = optuna.load_study(study_name="search", storage=f"sqlite:///{search['experiment']}/optuna.db")
-    trials = study.get_trials(deepcopy=False)
+    trials = study_trials(search["experiment"])
     assert len(trials) == 4
     by_lr = {t.params["lr"]: t for t in trials}  # a continuous draw: unique per trial
     states = []

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 
-import optuna
 import pandas as pd
 import pytest
 import yaml
-from trial_files import results, trial_dirs
+from trial_files import results, study_trials, trial_dirs
 
 from search.main import main
 
@@ -40,8 +39,7 @@ def search(request, ray_session, tmp_path_factory):
 
 def test_search_samples_post_hoc_parameters_in_optuna(search):
     assert search["rc"] == 0
-    study = optuna.load_study(study_name="search", storage=f"sqlite:///{search['experiment']}/optuna.db")
-    trials = study.get_trials(deepcopy=False)
+    trials = study_trials(search["experiment"])
     assert len(trials) == 3
     for t in trials:
         assert {"lr", "batch_size", "tailsize", "alpha_rank", "distance"} <= set(t.params)

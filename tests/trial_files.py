@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
+
 
 def trial_dirs(experiment: Path) -> list[Path]:
     """Every trial folder of an experiment (Tune writes params.json into each)."""
@@ -14,3 +16,9 @@ def trial_dirs(experiment: Path) -> list[Path]:
 def results(trial: Path) -> list[dict]:
     """The trial's reports, one dict per epoch, from result.json."""
     return [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines() if ln.strip()]
+
+
+def study_trials(experiment: Path, name: str = "search") -> list[optuna.trial.FrozenTrial]:
+    """The trials of the experiment's Optuna study (SQLite ``optuna.db`` in the experiment folder)."""
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{experiment}/optuna.db")
+    return study.get_trials(deepcopy=False)
