@@ -6,7 +6,6 @@ line naming the problem and the fix, and exit status 2 (UsageError)."""
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +18,7 @@ import yaml
 from data import CLUSTERING_ONLY, DATASETS, DataMissingError, check_available, default_data_root, split_ids
 from methods import Method, get_method, method_names
 from results_analysis.metrics import CLUSTERING_METRICS, GATE_CLUSTERING_METRICS
+from search import storage
 
 
 class UsageError(Exception):
@@ -54,10 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=str, default="0",
                    help="GPUs per trial: a whole number or a fraction 1/k such as 0.5 or 1/4 (default 0)")
     p.add_argument("--max-concurrent", type=int, help="most trials at once (default: as resources allow)")
-    p.add_argument("--storage-path", help="experiment folders go here (default ./results)")
+    p.add_argument("--storage-path", help="experiment folders go here: a local or NFS folder, or an s3:// or gs:// "
+                   f"URI every node reaches (default ${storage.STORAGE_ENV}, else ./results)")
     p.add_argument("--name", help="experiment name (default <method>-<dataset>-<time>); needed with --resume")
     p.add_argument("--optuna-storage", help="Optuna database URL (default: sqlite file optuna.db in the experiment)")
-    p.add_argument("--address", help="Ray cluster to join: 'auto' or ray://HOST:PORT (default: start Ray here)")
+    p.add_argument("--address", help="Ray cluster to join: 'auto', HOST:PORT or ray://HOST:PORT; the project folder "
+                   "is shipped to its workers (default: start Ray here)")
+    p.add_argument("--max-failures", type=int, default=2, help="times a trial whose worker or node died is restarted "
+                   "from its last checkpoint (default 2; a diverged trial is not retried)")
+    p.add_argument("--checkpoint-every", type=int, default=5,
+                   help="epochs between a trial's checkpoints; the last epoch always has one (default 5)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the first training seed (default 0)")
     p.add_argument("--config", help="re-train the config of an exported YAML on every split (no search)")
@@ -88,6 +94,8 @@ class Request:
     name: str
     optuna_storage: str | None
     address: str | None
+    max_failures: int
+    checkpoint_every: int
     resume: bool
     seed: int
     export: Path | None
@@ -96,11 +104,28 @@ class Request:
 
     @property
     def is_remote_storage(self) -> bool:
-        return "://" in self.storage_path
+        return storage.is_remote(self.storage_path)
 
     @property
     def experiment_path(self) -> str:
-        return f"{self.storage_path.rstrip('/')}/{self.name}"
+        return storage.join(self.storage_path, self.name)
+
+
+ADDRESS = re.compile(r"auto|(ray://)?[\w.-]+:\d{1,5}")
+EXPERIMENT_FILE = "experiment.yaml"
+
+
+def check_address(address: str) -> None:
+    if not ADDRESS.fullmatch(address):
+        raise UsageError(f"--address {address!r}: give 'auto' (the cluster this machine belongs to), HOST:PORT or "
+                         "ray://HOST:PORT")
+
+
+def storage_path(text: str | None) -> str:
+    try:
+        return storage.normalize(text or storage.default_storage())
+    except storage.StorageError as err:
+        raise UsageError(f"--storage-path {err}") from None
 
 
 def parse_gpus(text: str) -> float:
@@ -135,9 +160,9 @@ def parse_splits(text: str, dataset: str, method_cls: type[Method]) -> list[int]
 
 def load_config_file(path: str) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise UsageError(f"--config {path}: cannot read it ({err.strerror}); give the path of an exported best.yaml") from None
+        doc = yaml.safe_load(storage.read_text(path if storage.is_remote(path) else str(Path(path).absolute())))
+    except storage.StorageError as err:
+        raise UsageError(f"--config {err}; give the path of an exported best.yaml") from None
     except yaml.YAMLError as err:
         raise UsageError(f"--config {path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(doc, dict) or not {"method", "dataset", "config"} <= set(doc) or not isinstance(doc["config"], dict):
@@ -149,14 +174,11 @@ def _fill_from_experiment(args: argparse.Namespace) -> None:
     """--resume rebuilds the experiment as it was started; flags that would change it must agree."""
     if not args.name:
         raise UsageError("--resume needs --name: the name of the experiment folder to continue")
-    storage = args.storage_path or "results"
-    if "://" in storage:
-        raise UsageError("--resume reads the experiment from a local or mounted --storage-path")
-    path = Path(storage).expanduser().absolute() / args.name / "experiment.yaml"
+    experiment = storage.join(storage_path(args.storage_path), args.name)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        raise UsageError(f"--resume: no osrtune experiment at {path.parent}; check --name and --storage-path") from None
+        doc = yaml.safe_load(storage.read_text(storage.join(experiment, EXPERIMENT_FILE)))
+    except (storage.StorageError, yaml.YAMLError):
+        raise UsageError(f"--resume: no osrtune experiment at {experiment}; check --name and --storage-path") from None
     for key in ("method", "dataset"):
         given = getattr(args, key)
         if given and given != doc[key]:
@@ -166,6 +188,7 @@ def _fill_from_experiment(args: argparse.Namespace) -> None:
     args.seeds, args.seed = len(doc["seeds"]), doc["seeds"][0]
     args.max_epochs, args.metric, args.num_samples = doc["max_epochs"], doc["metric"], doc["num_samples"]
     args.data_root = args.data_root or doc["data_root"]
+    args.checkpoint_every = doc.get("checkpoint_every", args.checkpoint_every)
 
 
 def objective_mode(metric: str) -> str:
@@ -231,6 +254,12 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         raise UsageError(f"--cpus-per-trial must be positive, got {args.cpus_per_trial}")
     if args.max_concurrent is not None and args.max_concurrent <= 0:
         raise UsageError(f"--max-concurrent must be positive, got {args.max_concurrent}")
+    if args.max_failures < 0:
+        raise UsageError(f"--max-failures must be 0 or more, got {args.max_failures}")
+    if args.checkpoint_every <= 0:
+        raise UsageError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
+    if args.address:
+        check_address(args.address)
     gpus = parse_gpus(args.gpus_per_trial)
     splits = parse_splits(args.splits, dataset, method_cls)
 
@@ -253,9 +282,7 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
     except DataMissingError as err:
         raise UsageError(str(err)) from None
 
-    storage = args.storage_path or "results"
-    if "://" not in storage:
-        storage = str(Path(storage).expanduser().absolute())
+    where = storage_path(args.storage_path)
     if args.resume and args.config:
         raise UsageError("--resume continues a search: drop --config")
     name = args.name or f"{method}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -266,16 +293,18 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         seeds=[args.seed + i for i in range(n_seeds)], num_samples=args.num_samples, max_epochs=max_epochs,
         searcher=args.searcher, scheduler=args.scheduler, metric=metric, mode=objective_mode(metric),
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus, max_concurrent=args.max_concurrent,
-        storage_path=storage, name=name, optuna_storage=args.optuna_storage, address=args.address,
-        resume=args.resume, seed=args.seed, export=Path(args.export).absolute() if args.export else None,
+        storage_path=where, name=name, optuna_storage=args.optuna_storage, address=args.address,
+        max_failures=args.max_failures, checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed, export=Path(args.export).absolute() if args.export else None,
         fixed_config=fixed, argv=argv,
     )
-    if not request.is_remote_storage:
-        exists = os.path.exists(request.experiment_path)
-        if request.resume and not exists:
-            raise UsageError(f"--resume: no experiment {request.experiment_path}; check --name and --storage-path")
-        if exists and not request.resume:
-            raise UsageError(f"experiment {request.experiment_path} exists: pass --resume to continue it, or another --name")
+    try:
+        exists = storage.exists(request.experiment_path)
+    except storage.StorageError as err:
+        raise UsageError(f"--storage-path {err}") from None
+    if request.resume and not exists:
+        raise UsageError(f"--resume: no experiment {request.experiment_path}; check --name and --storage-path")
+    if exists and not request.resume:
+        raise UsageError(f"experiment {request.experiment_path} exists: pass --resume to continue it, or another --name")
     if request.export is not None and not request.export.parent.is_dir():
         raise UsageError(f"--export {request.export}: folder {request.export.parent} does not exist")
     return request

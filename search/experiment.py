@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,20 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from data import DataMissingError, load_pool
-from search.cli import Request, UsageError
+from search import storage
+from search.cli import EXPERIMENT_FILE, Request, UsageError
 from search.optuna_search import PruningAwareOptunaSearch, make_sampler, make_storage
 from spaces import get_space
 from trainables.runs import DataBundle
 from trainables.tasks import task_splits
 from trainables.trial import train_trial
 
-EXPERIMENT_FILE = "experiment.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+# What the workers of a joined cluster need of the project: its code and the split files, not the
+# environment, downloaded data or results (.gitignore already keeps most of those out).
+SHIPPED_EXCLUDES = [".git", ".venv", "results", "bench/out", "*.db"]
+# The driver's autoscaler config on a `ray up` head: the node types the cluster can still add.
+AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml").expanduser()
 
 
 def start_ray(request: Request) -> bool:
@@ -28,8 +35,10 @@ def start_ray(request: Request) -> bool:
     if ray.is_initialized():
         return False
     if request.address:
+        # Workers on other nodes do not see this process's PYTHONPATH: ship the project to them.
+        runtime_env = {"working_dir": str(ROOT), "excludes": SHIPPED_EXCLUDES}
         try:
-            ray.init(address=request.address, log_to_driver=True)
+            ray.init(address=request.address, log_to_driver=True, runtime_env=runtime_env)
         except (ConnectionError, RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UsageError(f"--address {request.address}: cannot join that Ray cluster ({first})") from None
@@ -38,17 +47,32 @@ def start_ray(request: Request) -> bool:
     return True
 
 
-def check_placement(request: Request) -> None:
-    """A GPU share no node can hold would leave every trial pending forever: refuse it up front."""
-    if request.gpus_per_trial <= 0:
+def node_capacities(autoscaler_config: Path = AUTOSCALER_CONFIG) -> list[dict[str, float]]:
+    """CPU and GPU of every live node, and of every node type the autoscaler may still start (on a
+    `ray up` head; a type whose resources the launcher did not fill in is taken as unbounded)."""
+    nodes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    if autoscaler_config.is_file():
+        doc = yaml.safe_load(autoscaler_config.read_text()) or {}
+        for node_type in (doc.get("available_node_types") or {}).values():
+            if node_type.get("max_workers", 0) > 0 or node_type.get("min_workers", 0) > 0:
+                resources = node_type.get("resources")
+                nodes.append(dict(resources) if resources else {"CPU": float("inf"), "GPU": float("inf")})
+    return nodes
+
+
+def check_placement(request: Request, nodes: list[dict[str, float]] | None = None) -> None:
+    """A trial no node can hold would stay pending forever: refuse it before any trial starts."""
+    nodes = node_capacities() if nodes is None else nodes
+    want = {"CPU": request.cpus_per_trial, "GPU": request.gpus_per_trial}
+    if any(all(node.get(k, 0.0) >= v for k, v in want.items() if v > 0) for node in nodes):
         return
-    per_node = [n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")]
-    most = max(per_node, default=0.0)
-    if request.gpus_per_trial > most:
-        raise UsageError(
-            f"--gpus-per-trial {request.gpus_per_trial:g}: no node of this Ray cluster has that many GPUs "
-            f"(largest: {most:g}); lower it or join a cluster with GPUs via --address"
-        )
+    gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    raise UsageError(
+        f"no node of this Ray cluster can hold a trial of {request.cpus_per_trial:g} CPUs and "
+        f"{request.gpus_per_trial:g} GPUs (largest node: {cpus:g} CPUs, {gpus:g} GPUs); lower "
+        "--cpus-per-trial/--gpus-per-trial or join a cluster with such nodes via --address"
+    )
 
 
 def optuna_storage_url(request: Request) -> str:
@@ -69,7 +93,8 @@ def load_bundle(request: Request) -> DataBundle:
 
 def _trainable(request: Request, bundle: DataBundle):
     resources = {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(train_trial, bundle=bundle), resources)
+    trainable = tune.with_parameters(train_trial, bundle=bundle, checkpoint_every=request.checkpoint_every)
+    return tune.with_resources(trainable, resources)
 
 
 def _run_config(request: Request) -> tune.RunConfig:
@@ -78,7 +103,8 @@ def _run_config(request: Request) -> tune.RunConfig:
         storage_path=request.storage_path,
         # num_to_keep=1 with frequent checkpoints floods warnings (DESIGN.md): keep two.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        failure_config=tune.FailureConfig(max_failures=0),
+        # A trial whose worker or node dies restarts from its last checkpoint (trainables/trial.py).
+        failure_config=tune.FailureConfig(max_failures=request.max_failures),
         # Trials write final_metrics.json and test_scores.parquet in their working folder; without
         # artifact syncing Ray would leave them in the node's session folder, not in storage_path.
         sync_config=tune.SyncConfig(sync_artifacts=True),
@@ -147,25 +173,23 @@ def rerun_tuner(request: Request, bundle: DataBundle) -> tune.Tuner:
 
 def write_experiment_file(request: Request) -> None:
     """What --resume needs to rebuild the same experiment, beside Ray's own state."""
-    path = Path(request.experiment_path)
-    path.mkdir(parents=True, exist_ok=False)
     doc = {
         "method": request.method, "dataset": request.dataset, "splits": request.splits, "seeds": request.seeds,
         "max_epochs": request.max_epochs, "metric": request.metric, "num_samples": request.num_samples,
         "searcher": request.searcher, "scheduler": request.scheduler, "data_root": str(request.data_root),
-        "rerun": request.fixed_config is not None, "command": "python search/run.py " + " ".join(request.argv),
+        "rerun": request.fixed_config is not None, "checkpoint_every": request.checkpoint_every,
+        "command": "python search/run.py " + " ".join(request.argv),
     }
-    (path / EXPERIMENT_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
-
-
-def read_experiment_file(path: str) -> dict[str, Any]:
     try:
-        return yaml.safe_load((Path(path) / EXPERIMENT_FILE).read_text())
-    except (OSError, yaml.YAMLError):
-        raise UsageError(f"--resume: {path} is not an osrtune experiment (no readable {EXPERIMENT_FILE})") from None
+        storage.write_text(storage.join(request.experiment_path, EXPERIMENT_FILE), yaml.safe_dump(doc, sort_keys=False))
+    except storage.StorageError as err:
+        raise UsageError(f"--storage-path {err}") from None
 
 
 def run_experiment(request: Request) -> tune.ResultGrid:
+    # Save Tune's experiment state after every event rather than every ≥10 s: a driver killed at any
+    # moment then resumes without re-running a trial that had already finished.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     bundle = load_bundle(request)
     trainable = _trainable(request, bundle)
     if request.resume:
@@ -179,7 +203,6 @@ def run_experiment(request: Request) -> tune.ResultGrid:
             except Exception as err:  # SQLAlchemy raises many kinds, all of them a user's URL problem
                 first = str(err).splitlines()[0] if str(err) else type(err).__name__
                 raise UsageError(f"--optuna-storage {request.optuna_storage}: cannot open it ({first})") from None
-        if not request.is_remote_storage:
-            write_experiment_file(request)
+        write_experiment_file(request)
         tuner = rerun_tuner(request, bundle) if request.fixed_config is not None else search_tuner(request, bundle)
     return tuner.fit()

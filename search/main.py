@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from search import storage
 from search.cli import Request, UsageError, build_parser, validate
+
+if TYPE_CHECKING:
+    from search.report import TrialOutcome
 
 
 def execute(request: Request) -> int:
     import ray
 
     from search.experiment import check_placement, run_experiment, start_ray
-    from search.report import Summary, choose_best, collect, export_yaml, render
+    from search.report import collect
 
     started = start_ray(request)
     try:
@@ -21,7 +27,20 @@ def execute(request: Request) -> int:
     finally:
         if started:
             ray.shutdown()
-    outcomes = collect(grid, request.metric, request.mode, request.max_epochs)
+    with tempfile.TemporaryDirectory(prefix="osrtune-") as scratch:
+        local_copy = None
+        if request.is_remote_storage:  # the report reads trial files; bring them here, less checkpoints
+            try:
+                local_copy = storage.mirror(request.experiment_path, Path(scratch))
+            except storage.StorageError as err:
+                print(f"error: the search ran, but its results cannot be read back: {err}", file=sys.stderr)
+                return 1
+        return report(request, collect(grid, request.metric, request.mode, request.max_epochs, local_copy))
+
+
+def report(request: Request, outcomes: list[TrialOutcome]) -> int:
+    from search.report import Summary, choose_best, export_yaml, render
+
     summary = Summary(request.method, request.dataset, request.metric, outcomes)
     if request.fixed_config is not None:
         summary.chosen = [o for o in outcomes if o.status == "finished"]
@@ -38,12 +57,12 @@ def execute(request: Request) -> int:
         return 130
     best_yaml = None
     if summary.chosen:
-        targets = [request.export] if request.export else []
-        if not request.is_remote_storage:
-            targets.insert(0, Path(request.experiment_path) / "best.yaml")
+        targets = [storage.join(request.experiment_path, "best.yaml")]
+        if request.export:
+            targets.append(str(request.export))
         for target in targets:
             export_yaml(summary, target)
-        best_yaml = targets[0] if targets else None
+        best_yaml = targets[0]
     print(render(summary, best_yaml))
     return 0 if summary.chosen else 1
 

@@ -2,8 +2,9 @@
 
 Stock OptunaSearch reports a trial that ASHA stopped as COMPLETE with its low-fidelity value, and an
 errored trial that reported anything as COMPLETE too; TPE then learns from both as if they were final.
-This subclass tells them as PRUNED and FAIL. It reads OptunaSearch's private ``_ot_trials``,
-``_ot_study`` and ``_completed_trials``: Ray is pinned in requirements.txt and tests/test_search_optuna.py
+This subclass tells them as PRUNED and FAIL, and keeps the study one-to-one with Tune's trials when
+a killed driver is resumed. It reads OptunaSearch's private ``_ot_trials``, ``_ot_study`` (and its
+``_storage``) and ``_completed_trials``: Ray is pinned in requirements.txt and tests/test_search_optuna.py
 checks the behaviour against the real study."""
 
 from __future__ import annotations
@@ -19,10 +20,41 @@ class PruningAwareOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, max_t: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._max_t = max_t
+        self._orphans: list[int] = []  # study trial ids to hand out before asking for new ones
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._ot_trials and self._orphans:
+            # Optuna returns a trial's stored value for a parameter it already holds, so the space
+            # function rebuilds the orphan's config exactly.
+            self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, self._orphans.pop(0))
+        return super().suggest(trial_id)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """After a driver was killed, the study may hold RUNNING trials that Tune's last saved state
+        never saw (asked for after it was written); they are adopted by the next suggestions instead
+        of being left RUNNING for ever beside new ones."""
+        super().restore(checkpoint_path)
+        known = {t._trial_id for t in self._ot_trials.values()}
+        running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        self._orphans = [t._trial_id for t in running if t._trial_id not in known]
+
+    def _finished_in_study(self, trial_id: str) -> bool:
+        """A trial re-run after a driver kill may already be told in the study (the study is written
+        at once, Tune's state a moment later); telling or reporting to it again would raise."""
+        ot_trial = self._ot_trials[trial_id]
+        return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._ot_trials and self._finished_in_study(trial_id):
+            return
+        super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
+        if self._finished_in_study(trial_id):
+            self._completed_trials.add(trial_id)
+            return
         if error:
             state = TrialState.FAIL
         elif result is not None and result.get("training_iteration", self._max_t) < self._max_t:

@@ -21,6 +21,7 @@ from results_analysis.tables import (
     select_posthoc_cell,
     summarize,
 )
+from search import storage
 
 
 @dataclass
@@ -31,6 +32,15 @@ class TrialOutcome:
     value: float | None  # last reported objective
     reason: str = ""
     final: dict[str, Any] | None = None
+    epochs: int = 0  # epochs reported
+    restarts: int = 0  # times Tune restarted it from a checkpoint after its worker or node died
+
+    def line(self, metric: str) -> str:
+        value = f"{metric} {self.value:.4g}" if isinstance(self.value, (int, float)) else f"{metric} —"
+        text = f"  {self.trial_id:<20} {self.status:<10} {value:<28} {self.epochs:>3} epochs"
+        if self.restarts:
+            text += f", restarted {self.restarts}×"
+        return text + (f"  ({self.reason})" if self.reason else "")
 
 
 @dataclass
@@ -79,35 +89,41 @@ class Summary:
         return summarize(pd.DataFrame(rows), phase=phase).set_index("metric")
 
 
-def _live_trials(grid: tune.ResultGrid) -> set[str]:
-    """Trials Tune still holds as pending, running or paused: the experiment was interrupted.
-
-    ResultGrid keeps no public trial status; this reads Ray's private analysis object (Ray is pinned)."""
+def _tune_trials(grid: tune.ResultGrid) -> dict[str, Any]:
+    """Tune's trial objects by id: their status (pending, running or paused means the experiment was
+    interrupted) and failure count. ResultGrid keeps neither publicly; this reads Ray's private
+    analysis object (Ray is pinned)."""
     trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
-    return {t.trial_id for t in trials if t.status in ("PENDING", "RUNNING", "PAUSED")}
+    return {t.trial_id: t for t in trials}
 
 
-def collect(grid: tune.ResultGrid, metric: str, mode: str, max_epochs: int) -> list[TrialOutcome]:
+def collect(grid: tune.ResultGrid, metric: str, mode: str, max_epochs: int,
+            local_copy: Path | None = None) -> list[TrialOutcome]:
+    """Every trial's end state; ``local_copy`` is where a remote experiment folder was copied to."""
     outcomes = []
-    live = _live_trials(grid)
+    tune_trials = _tune_trials(grid)
     for result in grid:
-        path = Path(result.path)
+        path = local_copy / Path(result.path).name if local_copy is not None else Path(result.path)
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or path.name
         final_file = path / "final_metrics.json"
         final = json.loads(final_file.read_text()) if final_file.exists() else None
         value = metrics.get(metric)
+        epochs = int(metrics.get("training_iteration", 0))
+        tune_trial = tune_trials.get(trial_id) or next((t for i, t in tune_trials.items() if path.name.endswith(i)), None)
+        restarts = int(getattr(getattr(tune_trial, "run_metadata", None), "num_failures", 0) or 0)
         if result.error is not None:
             lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
-            outcomes.append(TrialOutcome(trial_id, path, "errored", value, reason=lines[-1] if lines else "error"))
-        elif trial_id in live:
-            outcomes.append(TrialOutcome(trial_id, path, "unfinished", value,
-                                         reason=f"interrupted after {metrics.get('training_iteration', 0)} epochs"))
-        elif final is not None and metrics.get("training_iteration", 0) >= max_epochs:
-            outcomes.append(TrialOutcome(trial_id, path, "finished", value, final=final))
+            status, reason = "errored", lines[-1] if lines else "error"
+            restarts = max(restarts - 1, 0)  # the failure that ended it is not a restart
+        elif tune_trial is not None and tune_trial.status in ("PENDING", "RUNNING", "PAUSED"):
+            status, reason = "unfinished", "interrupted"
+        elif final is not None and epochs >= max_epochs:
+            status, reason = "finished", ""
         else:
-            outcomes.append(TrialOutcome(trial_id, path, "pruned", value,
-                                         reason=f"stopped after {metrics.get('training_iteration', 0)} epochs"))
+            status, reason = "pruned", "stopped early by the scheduler"
+        outcomes.append(TrialOutcome(trial_id, path, status, value, reason=reason,
+                                     final=final if status == "finished" else None, epochs=epochs, restarts=restarts))
     return outcomes
 
 
@@ -119,13 +135,11 @@ def choose_best(outcomes: list[TrialOutcome], mode: str) -> TrialOutcome | None:
     return (max if mode == "max" else min)(finished, key=lambda o: o.value)
 
 
-def render(summary: Summary, best_yaml: Path | None) -> str:
+def render(summary: Summary, best_yaml: str | None) -> str:
     counts = {s: sum(o.status == s for o in summary.outcomes) for s in ("finished", "pruned", "errored", "unfinished")}
     lines = [f"\n{summary.method} on {summary.dataset}: {len(summary.outcomes)} trials, "
              + ", ".join(f"{n} {s}" for s, n in counts.items())]
-    for o in summary.outcomes:
-        if o.status == "errored":
-            lines.append(f"  errored {o.trial_id}: {o.reason}")
+    lines += [o.line(summary.metric) for o in summary.outcomes]
     if not summary.chosen:
         lines.append("No trial finished all its epochs: no best config.")
         return "\n".join(lines)
@@ -185,7 +199,7 @@ def _mean_std(row: pd.Series, signed: bool = False) -> str:
     return f"{row['mean']:{'+' if signed else ''}.4f} ± {std}"
 
 
-def export_yaml(summary: Summary, path: Path) -> None:
+def export_yaml(summary: Summary, path: str) -> None:
     """Top-level keys method, dataset, config, metrics, command (and derived values for the record)."""
     metrics: dict[str, Any] = {}
     for phase in ("val", "test"):
@@ -204,6 +218,4 @@ def export_yaml(summary: Summary, path: Path) -> None:
         "conventions": summary.chosen[0].final.get("conventions", {}),
         "command": f"python search/run.py --config {path}",
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    tmp.replace(path)
+    storage.write_text(path, yaml.safe_dump(doc, sort_keys=False))

@@ -48,6 +48,10 @@ def run_main(capsys, storage: Path, *args: str) -> str:
         (["--method", "cd", "--metric", "val_auroc"], "cd reports val_ metrics backbone_nmi"),
         (["--method", "cd", "--metric", "test_backbone_nmi"], "such as val_backbone_nmi"),
         (["--method", "cd", "--splits", "2"], "cd trains on every class at once (one split, 0)"),
+        (["--method", "difair", "--address", "http://head:8265"], "give 'auto' (the cluster this machine belongs to)"),
+        (["--method", "difair", "--address", "head"], "HOST:PORT or ray://HOST:PORT"),
+        (["--method", "difair", "--max-failures", "-1"], "--max-failures must be 0 or more"),
+        (["--method", "difair", "--checkpoint-every", "0"], "--checkpoint-every must be positive"),
     ],
 )
 def test_flag_errors(capsys, tmp_path, args, expected):
@@ -81,9 +85,19 @@ def test_config_file_errors(capsys, tmp_path, content, expected):
 
 
 @pytest.mark.ray
-def test_gpu_share_no_node_can_hold(ray_session, capsys, tmp_path):
-    line = run_main(capsys, tmp_path / "results", "--method", "difair", "--gpus-per-trial", "1")
-    assert "no node of this Ray cluster has that many GPUs" in line
+@pytest.mark.parametrize("flags", [["--gpus-per-trial", "1"], ["--cpus-per-trial", "64"]])
+def test_trial_no_node_can_hold_fails_before_any_trial(ray_session, capsys, tmp_path, flags):
+    line = run_main(capsys, tmp_path / "results", "--method", "difair", *flags)
+    assert "no node of this Ray cluster can hold a trial of" in line
+    assert "(largest node: 2 CPUs, 0 GPUs)" in line
+
+
+@pytest.mark.parametrize("uri", ["ftp://host/results", "http://bucket/x"])
+def test_storage_scheme_other_than_a_bucket_is_refused(capsys, tmp_path, uri):
+    rc = main(["--method", "difair", "--storage-path", uri])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0
+    assert "storage must be a local or NFS folder, or an s3:// / gs:// / gcs:// URI" in err
 
 
 def test_existing_experiment_is_not_overwritten(capsys, tmp_path):

@@ -1,0 +1,110 @@
+"""Where experiments live: a local or NFS folder, or an ``s3://`` / ``gs://`` bucket that every node of a
+cluster reaches. All of it goes through pyarrow's file systems, the ones Ray Tune itself writes with, so
+``--resume`` and the exported YAML work the same way on each kind of storage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+# Object stores Ray Tune syncs to; anything else with "://" is refused rather than guessed at.
+REMOTE_SCHEMES = ("s3", "gs", "gcs")
+# cluster.yaml exports the bucket here on every node, so a search started on the head needs no flag.
+STORAGE_ENV = "OSRTUNE_STORAGE_PATH"
+DEFAULT_STORAGE = "results"
+
+
+class StorageError(Exception):
+    """The storage cannot be read or written (bad scheme, no credentials, no network): one line for the user."""
+
+
+def default_storage() -> str:
+    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def normalize(path: str) -> str:
+    """A local path made absolute (trials run in other folders), or a URI with a known scheme."""
+    if not is_remote(path):
+        return str(Path(path).expanduser().absolute())
+    scheme = path.split("://", 1)[0].lower()
+    if scheme not in REMOTE_SCHEMES:
+        raise StorageError(f"{path}: storage must be a local or NFS folder, or an "
+                           f"{' / '.join(s + '://' for s in REMOTE_SCHEMES)} URI")
+    return path.rstrip("/")
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def _fs(path: str) -> tuple[pafs.FileSystem, str]:
+    try:
+        return pafs.FileSystem.from_uri(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise StorageError(f"{path}: cannot open this storage ({_first_line(err)})") from None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def exists(path: str) -> bool:
+    fs, inner = _fs(path)
+    try:
+        return fs.get_file_info(inner).type != pafs.FileType.NotFound
+    except OSError as err:
+        raise StorageError(f"{path}: cannot reach this storage ({_first_line(err)})") from None
+
+
+def read_text(path: str) -> str:
+    fs, inner = _fs(path)
+    try:
+        with fs.open_input_stream(inner) as stream:
+            return stream.read().decode()
+    except OSError as err:
+        raise StorageError(f"{path}: cannot read it ({_first_line(err)})") from None
+
+
+def write_text(path: str, text: str) -> None:
+    """Whole or not at all: a local file is written beside its target and renamed over it; an object
+    store's single upload is already atomic."""
+    if not is_remote(path):
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_text(text)
+        partial.replace(target)
+        return
+    fs, inner = _fs(path)
+    try:
+        with fs.open_output_stream(inner) as stream:
+            stream.write(text.encode())
+    except OSError as err:
+        raise StorageError(f"{path}: cannot write it ({_first_line(err)})") from None
+
+
+def mirror(path: str, into: Path, skip: tuple[str, ...] = ("checkpoint_",)) -> Path:
+    """A local copy of the folder ``path`` without the parts whose names start with ``skip`` (trial
+    checkpoints can be large and the report never reads them); returns the copy's folder."""
+    fs, inner = _fs(path)
+    target = into / inner.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+        for info in infos:
+            relative = info.path[len(inner.rstrip("/")) + 1:]
+            if info.type != pafs.FileType.File or any(p.startswith(skip) for p in relative.split("/")):
+                continue
+            local = target / relative
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(info.path) as stream:
+                local.write_bytes(stream.read())
+    except OSError as err:
+        raise StorageError(f"{path}: cannot copy it here ({_first_line(err)})") from None
+    return target
