@@ -37,6 +37,10 @@ class PruningAwareOptunaSearch(OptunaSearch):
         known = {t._trial_id for t in self._ot_trials.values()}
         running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         self._orphans = [t._trial_id for t in running if t._trial_id not in known]
+        if self._orphans:
+            # The sampler's random state was saved before the orphans were sampled: left as is it would
+            # draw their parameters again for the next new trials.
+            self._ot_study.sampler.reseed_rng()
 
     def _finished_in_study(self, trial_id: str) -> bool:
         """A trial re-run after a driver kill may already be told in the study (the study is written
