@@ -30,20 +30,28 @@ SHIPPED_EXCLUDES = [".git", ".venv", "results", "bench/out", "*.db"]
 AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml").expanduser()
 
 
+def worker_env() -> dict[str, str]:
+    """Environment for the trial workers. A reused actor waits this long for the previous trial's
+    function to return; Ray's 2 s is exceeded on a loaded machine, and Ray 2.60 then ends the next trial
+    as errored without telling the searcher, so a --max-concurrent search waits for ever."""
+    return {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")}
+
+
 def start_ray(request: Request) -> bool:
     """Joins the given cluster or starts a local Ray; True when this process started it."""
     if ray.is_initialized():
         return False
     if request.address:
         # Workers on other nodes do not see this process's PYTHONPATH: ship the project to them.
-        runtime_env = {"working_dir": str(ROOT), "excludes": SHIPPED_EXCLUDES}
+        runtime_env = {"working_dir": str(ROOT), "excludes": SHIPPED_EXCLUDES, "env_vars": worker_env()}
         try:
             ray.init(address=request.address, log_to_driver=True, runtime_env=runtime_env)
         except (ConnectionError, RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UsageError(f"--address {request.address}: cannot join that Ray cluster ({first})") from None
         return True
-    ray.init(include_dashboard=False)
+    # "local": not a `ray start` cluster that may run on this machine.
+    ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": worker_env()})
     return True
 
 

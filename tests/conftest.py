@@ -23,7 +23,12 @@ def ray_session():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # "local": a new instance even when another one on this machine (a test's 3-node cluster, a
+        # user's `ray start`) is registered as the current cluster.
+        from search.experiment import worker_env
+
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": worker_env()})
     yield ray
     if started:
         ray.shutdown()

@@ -33,17 +33,25 @@ def reports(experiment: Path) -> dict[str, list[dict]]:
 
 @pytest.fixture
 def three_nodes():
+    from ray._private.utils import get_ray_address_file
     from ray.cluster_utils import Cluster
 
+    # The cluster registers itself as this machine's current Ray; put back what was there before.
+    address_file = Path(get_ray_address_file(None))
+    registered = address_file.read_text() if address_file.exists() else None
     # Each node: 1 CPU and 1 logical GPU, so two half-GPU trials fit on each.
     node_args = {"num_cpus": 1, "num_gpus": 1, "object_store_memory": 100 * 1024**2}
     cluster = Cluster(initialize_head=True, connect=False, head_node_args=node_args)
-    workers = [cluster.add_node(**node_args) for _ in range(2)]
-    cluster.wait_for_nodes()
     try:
+        workers = [cluster.add_node(**node_args) for _ in range(2)]
+        cluster.wait_for_nodes()
         yield cluster, workers
     finally:
         cluster.shutdown()
+        if registered is None:
+            address_file.unlink(missing_ok=True)
+        else:
+            address_file.write_text(registered)
 
 
 @pytest.mark.ray

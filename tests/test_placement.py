@@ -55,6 +55,14 @@ def test_autoscaler_node_types_count_as_places(ray_session, tmp_path):
         check_placement(request(1, 0.5), node_capacities(tmp_path / "absent.yaml"))
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """pick_device sets the process's torch threads; later tests in this process expect theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 class RecordingCuda:
     """Stands in for torch.cuda on this GPU-less machine: records the memory cap a trial sets."""
 
@@ -76,12 +84,9 @@ def test_gpu_share_caps_cuda_memory(share, cap):
 
 
 def test_cpu_trial_sets_threads_and_never_touches_cuda():
-    threads = torch.get_num_threads()
-    try:
-        cuda = RecordingCuda(available=True)
-        assert pick_device({"CPU": 2}, cuda) == torch.device("cpu")
-        assert torch.get_num_threads() == 2 and cuda.caps == []
-        # A logical GPU share on a machine without CUDA trains on the CPU.
-        assert pick_device({"CPU": 1, "GPU": 0.5}, RecordingCuda(available=False)) == torch.device("cpu")
-    finally:
-        torch.set_num_threads(threads)
+    cuda = RecordingCuda(available=True)
+    assert pick_device({"CPU": 2}, cuda) == torch.device("cpu")
+    assert torch.get_num_threads() == 2 and cuda.caps == []
+    # A logical GPU share on a machine without CUDA trains on the CPU, with the threads it holds.
+    assert pick_device({"CPU": 1, "GPU": 0.5}, RecordingCuda(available=False)) == torch.device("cpu")
+    assert torch.get_num_threads() == 1
