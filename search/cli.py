@@ -160,7 +160,7 @@ def parse_splits(text: str, dataset: str, method_cls: type[Method]) -> list[int]
 
 def load_config_file(path: str) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(storage.read_text(path if storage.is_remote(path) else str(Path(path).absolute())))
+        doc = yaml.safe_load(storage.read_text(path))
     except storage.StorageError as err:
         raise UsageError(f"--config {err}; give the path of an exported best.yaml") from None
     except yaml.YAMLError as err:
@@ -294,8 +294,8 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         searcher=args.searcher, scheduler=args.scheduler, metric=metric, mode=objective_mode(metric),
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus, max_concurrent=args.max_concurrent,
         storage_path=where, name=name, optuna_storage=args.optuna_storage, address=args.address,
-        max_failures=args.max_failures, checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed, export=Path(args.export).absolute() if args.export else None,
-        fixed_config=fixed, argv=argv,
+        max_failures=args.max_failures, checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed,
+        export=Path(args.export).absolute() if args.export else None, fixed_config=fixed, argv=argv,
     )
     try:
         exists = storage.exists(request.experiment_path)

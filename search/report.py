@@ -90,11 +90,11 @@ class Summary:
 
 
 def _tune_trials(grid: tune.ResultGrid) -> dict[str, Any]:
-    """Tune's trial objects by id: their status (pending, running or paused means the experiment was
-    interrupted) and failure count. ResultGrid keeps neither publicly; this reads Ray's private
-    analysis object (Ray is pinned)."""
+    """Tune's trial objects by trial folder name: their status (pending, running or paused means the
+    experiment was interrupted) and failure count. ResultGrid keeps neither publicly; this reads Ray's
+    private analysis object (Ray is pinned)."""
     trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
-    return {t.trial_id: t for t in trials}
+    return {Path(t.path).name: t for t in trials}
 
 
 def collect(grid: tune.ResultGrid, metric: str, mode: str, max_epochs: int,
@@ -110,7 +110,7 @@ def collect(grid: tune.ResultGrid, metric: str, mode: str, max_epochs: int,
         final = json.loads(final_file.read_text()) if final_file.exists() else None
         value = metrics.get(metric)
         epochs = int(metrics.get("training_iteration", 0))
-        tune_trial = tune_trials.get(trial_id) or next((t for i, t in tune_trials.items() if path.name.endswith(i)), None)
+        tune_trial = tune_trials.get(path.name)
         restarts = int(getattr(getattr(tune_trial, "run_metadata", None), "num_failures", 0) or 0)
         if result.error is not None:
             lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]

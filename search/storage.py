@@ -44,6 +44,8 @@ def join(base: str, *parts: str) -> str:
 
 
 def _fs(path: str) -> tuple[pafs.FileSystem, str]:
+    if not is_remote(path):  # pyarrow takes absolute local paths only
+        path = str(Path(path).expanduser().absolute())
     try:
         return pafs.FileSystem.from_uri(path)
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
@@ -94,11 +96,11 @@ def mirror(path: str, into: Path, skip: tuple[str, ...] = ("checkpoint_",)) -> P
     """A local copy of the folder ``path`` without the parts whose names start with ``skip`` (trial
     checkpoints can be large and the report never reads them); returns the copy's folder."""
     fs, inner = _fs(path)
-    target = into / inner.rstrip("/").rsplit("/", 1)[-1]
+    inner = inner.rstrip("/")
+    target = into / inner.rsplit("/", 1)[-1]
     try:
-        infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
-        for info in infos:
-            relative = info.path[len(inner.rstrip("/")) + 1:]
+        for info in fs.get_file_info(pafs.FileSelector(inner, recursive=True)):
+            relative = info.path[len(inner) + 1:]
             if info.type != pafs.FileType.File or any(p.startswith(skip) for p in relative.split("/")):
                 continue
             local = target / relative

@@ -7,28 +7,17 @@ that cluster's processes."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from trial_files import results, trial_dirs
+from trial_files import results, results_so_far, trial_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 6
 MAX_EPOCHS = 10
-
-
-def reports(experiment: Path) -> dict[str, list[dict]]:
-    found = {}
-    for trial in experiment.glob("train_trial_*"):
-        try:
-            found[trial.name] = [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines()]
-        except (OSError, json.JSONDecodeError):  # not there yet, or caught mid-line
-            continue
-    return found
 
 
 @pytest.fixture
@@ -73,7 +62,7 @@ def test_half_gpu_trials_spread_over_nodes_and_survive_losing_one(three_nodes, t
         while removed is None:  # lose a worker node while a trial on it is mid-run
             assert driver.poll() is None, f"search ended before a node could be removed: {log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, "no trial seen mid-run on a worker node"
-            for rows in reports(experiment).values():
+            for rows in (results_so_far(t) for t in experiment.glob("train_trial_*")):
                 last = rows[-1] if rows else None
                 if last and last["node_id"] in worker_ids and 2 <= last["training_iteration"] <= MAX_EPOCHS - 3:
                     removed = last["node_id"]

@@ -4,7 +4,6 @@ the other trials finish. Both happen in one search, to keep the suite short."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from trial_files import results, trial_dirs
+from trial_files import results, results_so_far, trial_dirs
 
 from search.main import main
 
@@ -22,20 +21,12 @@ MAX_EPOCHS = 8
 NAME = "failures"
 
 
-def last_report(trial: Path) -> dict | None:
-    try:
-        lines = (trial / "result.json").read_text().splitlines()
-        return json.loads(lines[-1]) if lines else None
-    except (OSError, json.JSONDecodeError):  # not written yet, or caught mid-line
-        return None
-
-
 def kill_a_worker_mid_trial(experiment: Path, killed: dict, stop: threading.Event) -> None:
     """SIGKILL the worker process of the first trial seen between its 2nd and 5th epoch: by then it
     has checkpointed (--checkpoint-every 1) and still has epochs to go."""
     while not stop.is_set():
         for trial in experiment.glob("train_trial_*"):
-            report = last_report(trial)
+            report = (results_so_far(trial) or [None])[-1]
             if report and 2 <= report["training_iteration"] <= 5:
                 os.kill(report["pid"], signal.SIGKILL)
                 killed.update(trial=trial.name, iteration=report["training_iteration"], pid=report["pid"])

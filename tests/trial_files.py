@@ -18,6 +18,22 @@ def results(trial: Path) -> list[dict]:
     return [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines() if ln.strip()]
 
 
+def results_so_far(trial: Path) -> list[dict]:
+    """The reports of a trial still running: none before result.json exists, and not a last line
+    caught while it is being written."""
+    try:
+        lines = (trial / "result.json").read_text().splitlines()
+    except OSError:
+        return []
+    reports = []
+    for ln in lines:
+        try:
+            reports.append(json.loads(ln))
+        except json.JSONDecodeError:
+            break
+    return reports
+
+
 def study_trials(experiment: Path, name: str = "search") -> list[optuna.trial.FrozenTrial]:
     """The trials of the experiment's Optuna study (SQLite ``optuna.db`` in the experiment folder)."""
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{experiment}/optuna.db")
