@@ -1,6 +1,7 @@
-"""A search whose driver is killed mid-run (SIGKILL: no chance to save anything) finishes with --resume,
-re-running no trial Tune had recorded as finished and leaving the Optuna study with exactly one trial
-per Ray trial: none duplicated, none lost, none left RUNNING."""
+"""A search whose driver is stopped mid-run, by Ctrl+C (it saves its state and says how to resume) or by
+SIGKILL (no chance to save anything), finishes with --resume, re-running no trial Tune had recorded as
+finished and leaving the Optuna study with exactly one trial per Ray trial: none duplicated, none lost,
+none left RUNNING."""
 
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ def terminated_in_saved_state(experiment: Path) -> list[str]:
 
 
 @pytest.mark.ray
-def test_killed_driver_resumes_without_rerunning_finished_trials(ray_session, tmp_path, capsys):
+@pytest.mark.parametrize(("sig", "exit_status"), [(signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)],
+                         ids=["ctrl-c", "sigkill"])
+def test_stopped_driver_resumes_without_rerunning_finished_trials(ray_session, tmp_path, capsys, sig, exit_status):
     storage = tmp_path / "results"
     experiment = storage / "interrupted"
     log = tmp_path / "driver.log"
@@ -53,8 +56,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(ray_session, tm
         assert driver.poll() is None, f"search ended before it could be killed: {log.read_text()[-2000:]}"
         assert time.monotonic() < deadline, "no two trials finished in time"
         time.sleep(0.05)
-    driver.kill()
-    assert driver.wait(timeout=60) == -signal.SIGKILL
+    driver.send_signal(sig)
+    assert driver.wait(timeout=120) == exit_status  # 130: Tune saved its state, the driver said how to resume
 
     done_before = {name: (experiment / name / "result.json").read_bytes()
                    for name in terminated_in_saved_state(experiment)}
