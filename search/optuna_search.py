@@ -4,7 +4,7 @@ Stock OptunaSearch reports a trial that ASHA stopped as COMPLETE with its low-fi
 errored trial that reported anything as COMPLETE too; TPE then learns from both as if they were final.
 This subclass tells them as PRUNED and FAIL, and keeps the study one-to-one with Tune's trials when
 a killed driver is resumed. It reads OptunaSearch's private ``_ot_trials``, ``_ot_study`` (and its
-``_storage``) and ``_completed_trials``: Ray is pinned in requirements.txt and tests/test_search_optuna.py
+``_storage``) and ``_completed_trials``: Ray is pinned in requirements.txt and tests/test_optuna_search.py
 checks the behaviour against the real study."""
 
 from __future__ import annotations
