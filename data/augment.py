@@ -20,7 +20,7 @@ from data.pools import DATASETS
 
 KINDS = ("contrast_brightness", "randaugment", "jitter_affine", "none")
 # ``aug_mode`` values a method config may name (see ``policy_for``).
-AUG_MODES = ("torchvision", "crosr", "crop_flip", "none")
+AUG_MODES = ("torchvision", "crosr", "crop_flip", "vaze", "none")
 # Datasets that are never flipped: flipping changes what a digit means (also difair.md §9.1).
 DIGIT_DATASETS = ("mnist", "svhn", "digits")
 # torchvision ColorJitter(brightness=0.5, hue=0.3) and RandomAffine(30, (0.2, 0.2), (0.75, 1.0)).
@@ -71,7 +71,8 @@ def default_policy(dataset: str, magnitude: int = 9) -> AugmentPolicy:
 def policy_for(aug_mode: str, dataset: str, magnitude: int = 9) -> AugmentPolicy | None:
     """The training augmentation for a method's ``aug_mode`` on ``dataset``; None means no augmentation.
 
-    "torchvision": ``default_policy`` (difair.md §9). "crop_flip": the adversarial reference's random crop
+    "torchvision": ``default_policy`` (difair.md §9). "vaze": RandAugment, crop and flip on every dataset
+    (baselines.md §2). "crop_flip": the adversarial reference's random crop
     (4 px zero padding) and horizontal flip (adversarial.md §2), not flipped on digit datasets. "crosr": the CROSR reference recipe (crosr_openmax.md §4):
     ``jitter_affine`` without crop, flipped except for digit datasets (mnist, svhn, digits), and none
     at all on 8×8 digits. "none": None.
@@ -84,6 +85,9 @@ def policy_for(aug_mode: str, dataset: str, magnitude: int = 9) -> AugmentPolicy
         return default_policy(dataset, magnitude)
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+    if aug_mode == "vaze":
+        # baselines.md §2, Vaze's recipe: RandAugment on every dataset (MNIST too), 4 px crop, flip.
+        return AugmentPolicy("randaugment", 4, True, magnitude, 255)
     if aug_mode == "crop_flip":
         return AugmentPolicy("none", 4, dataset not in DIGIT_DATASETS, magnitude, 16 if dataset == "digits" else 255)
     if dataset == "digits":

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from data.augment import AUG_MODES
 from methods.base import DataInfo, DivergedError, Method, MethodConfig
 from methods.optim import constant_or_cosine
+from methods.presets import REFERENCE, Preset
 from methods.registry import register
 from results_analysis.metrics import (
     accuracy,
@@ -271,6 +272,26 @@ class Adversarial(Method):
         # §2: inputs below 32 px (digits 8, MNIST 28) are resized to 32, so h is 4×4 as D expects.
         return max(native_size, 32)
 
+    @classmethod
+    def presets(cls, dataset: str) -> dict[str, Preset]:
+        """§7 reference column: the joint update at the best-reported w = 0.8 on the full-width net. The
+        reference's own numbers are on cat vs dog (§9), a task the project does not run."""
+        if dataset in ("digits", "cifar100_20"):
+            return {}
+        config = {"mode": "joint", "ce_weight": 0.8, "adv_target": "different", "d_steps": 1,
+                  "pair_weighting": "none", "classifier": "three_block", "d_width": 64, "lr_cls": 1e-3,
+                  "momentum": 0.9, "weight_decay": 5e-4, "lr_schedule": "none", "lr_d": 3e-3, "batch_size": 256,
+                  "epochs": 300, "aug_mode": "crop_flip"}
+        run = {"input_size": 64 if dataset == "tiny_imagenet" else 32, "final_train_fraction": 1.0}
+        return {REFERENCE: Preset("adversarial.md §7", config, run)}
+
+    @classmethod
+    def effective_config(cls, config: MethodConfig, info: DataInfo) -> dict[str, Any]:
+        effective = super().effective_config(config, info)
+        kind = resolve_classifier(effective["classifier"], info.channels)
+        # d_width None is a quarter of the representation's channels (8 × the classifier's base width).
+        return {**effective, "classifier": kind, "d_width": effective["d_width"] or 2 * CLASSIFIER_WIDTHS[kind]}
+
     def _sgd(self, pair: nn.Module) -> torch.optim.Optimizer:
         c = self.config
         return torch.optim.SGD(pair.parameters(), lr=c.lr_cls, momentum=c.momentum, weight_decay=c.weight_decay)
@@ -295,7 +316,8 @@ class Adversarial(Method):
             x1, y1, x2, y2 = x[:half], y[:half], x[half:2 * half], y[half:2 * half]
             logs = self.step(x1, y1, x2, y2)
             if self.baseline is not None:
-                base = independent_step(self.baseline, self.baseline_optimizer, x1, y1, x2, y2)
+                base = independent_step(self.baseline, self.baseline_optimizer, x1, y1, x2, y2,
+                                        self.config.ce_weight)
                 logs.update({f"base_{k}": v for k, v in base.items()})
             for key, value in logs.items():
                 # Summed on the device: a .item() per step would sync the GPU every batch.
@@ -386,6 +408,15 @@ class Adversarial(Method):
     def diagnostics(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
         return diversity_metrics(outputs, labels)
 
+    def batchnorm_networks(self) -> list[nn.Module]:
+        # Both pairs, which evaluation runs. Not D: it only ever runs in training mode (§6.1, batch
+        # statistics), so its running statistics are never read.
+        return [pair for pair in (self.pair, self.baseline) if pair is not None]
+
+    def batchnorm_forward(self, x: torch.Tensor) -> None:
+        for pair in self.batchnorm_networks():
+            pair(x, x)
+
     def state_dict(self) -> dict[str, Any]:
         state = {"pair": self.pair.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "discriminator": self.discriminator.state_dict(), "d_optimizer": self.d_optimizer.state_dict()}
@@ -405,11 +436,13 @@ class Adversarial(Method):
 
 
 def independent_step(pair: ClassifierPair, optimizer: torch.optim.Optimizer, x1: torch.Tensor, y1: torch.Tensor,
-                     x2: torch.Tensor, y2: torch.Tensor) -> dict[str, torch.Tensor]:
-    """§6.3: each classifier on plain cross-entropy of its own half-batch, no discriminator."""
+                     x2: torch.Tensor, y2: torch.Tensor, ce_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """§6.3: each classifier on cross-entropy of its own half-batch, no discriminator. ``ce_weight`` w
+    makes it the adversarial objective w·CE₁ + w·CE₂ with A = 0 (the in-run baseline), so the baseline
+    differs from the pair by the adversary alone and not by a learning rate w times larger."""
     l1, _, l2, _ = pair(x1, x2)
     ce1, ce2 = F.cross_entropy(l1, y1), F.cross_entropy(l2, y2)
-    loss = ce1 + ce2
+    loss = ce_weight * (ce1 + ce2)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -29,6 +29,8 @@ class VGG32(nn.Module):
     """DIFAIR's VGG32 trunk (difair.md §4): three blocks of element-wise dropout and three 3×3
     conv-BN-LeakyReLU layers, the third with stride 2. 32 → 4 px (64 → 8, 8 → 1)."""
 
+    spatial_dropout = False
+
     def __init__(self, in_channels: int, dropout: float = 0.2) -> None:
         super().__init__()
         widths = [(in_channels, 64), (64, 64), (64, 128), (128, 128), (128, 128), (128, 128),
@@ -36,13 +38,26 @@ class VGG32(nn.Module):
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(widths):
             if i % 3 == 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(nn.Dropout2d(dropout) if self.spatial_dropout else nn.Dropout(dropout))
             layers += _conv_bn_act(c_in, c_out, stride=2 if i % 3 == 2 else 1)
         self.body = nn.Sequential(*layers)
         _init_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+
+class Classifier32(VGG32):
+    """ARPL/Vaze's "classifier32" (baselines.md §2, difair.md §4 porting notes): VGG32 with spatial
+    dropout (whole channels) and BatchNorm γ drawn from N(1, 0.02) instead of 1."""
+
+    spatial_dropout = True
+
+    def __init__(self, in_channels: int, dropout: float = 0.2) -> None:
+        super().__init__(in_channels, dropout)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
 
 
 class SmallCNN(nn.Module):
@@ -67,7 +82,8 @@ class SmallCNN(nn.Module):
         return self.body(x)
 
 
-BACKBONES: dict[str, Callable[[int, float], nn.Module]] = {"vgg32": VGG32, "small": SmallCNN}
+BACKBONES: dict[str, Callable[[int, float], nn.Module]] = {"vgg32": VGG32, "classifier32": Classifier32,
+                                                           "small": SmallCNN}
 
 
 def resolve_backbone(name: str, image_size: int) -> str:

@@ -14,8 +14,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from methods.backbones import resolve_backbone
-from methods.optim import DecoupledSGD, lr_at_epoch
+from methods.backbones import BACKBONES, resolve_backbone
+from methods.optim import DecoupledSGD, cycle_shape, lr_at_epoch
+
+if typing.TYPE_CHECKING:
+    from methods.presets import Preset
 
 
 class DivergedError(RuntimeError):
@@ -23,7 +26,13 @@ class DivergedError(RuntimeError):
 
 
 class InvalidCellError(ValueError):
-    """A post-hoc setting cannot score this model (e.g. an invalid Weibull fit); the message says why."""
+    """A post-hoc setting cannot score this model (e.g. an invalid Weibull fit); the message says why.
+
+    Raised by ``Method.evaluate``, it carries ``stand_in``: the outputs evaluation did compute, with a
+    finite stand-in for every score it could not. It only names the metrics an unscorable epoch reports
+    (as NaN, trainables/runs.py); no value of it is ever reported."""
+
+    stand_in: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 class TrainRecipe(MethodConfig):
     """The recipe DIFAIR and its matched CE baseline share (difair.md §8, §10; baselines.md §2)."""
 
-    backbone: str = "auto"  # "vgg32" | "small" | "auto": small CNN below 32 px, VGG32 otherwise
+    # "vgg32" | "classifier32" (Vaze's) | "small" | "auto": small CNN below 32 px, VGG32 otherwise
+    backbone: str = "auto"
     dropout: float = 0.2
     lr: float = 0.3
     momentum: float = 0.9
@@ -98,8 +108,8 @@ class TrainRecipe(MethodConfig):
     aug_magnitude: int = 9
 
     def __post_init__(self) -> None:
-        if self.backbone not in ("auto", "vgg32", "small"):
-            raise ValueError(f"backbone must be auto, vgg32 or small, got {self.backbone!r}")
+        if self.backbone not in ("auto", *BACKBONES):
+            raise ValueError(f"backbone must be auto, {', '.join(BACKBONES)}; got {self.backbone!r}")
         if self.lr_schedule not in ("cosine_restarts", "cosine_restarts_reference"):
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}")
         if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1 or self.warmup_epochs < 0:
@@ -131,9 +141,21 @@ class Method(abc.ABC):
     def input_size(cls, config: MethodConfig, dataset: str, native_size: int) -> int:
         """Side of the square images the model is fed. difair.md §9.1: only MNIST is resized (28 → 32),
         and only for the VGG32 trunk that expects 32 px."""
-        if dataset == "mnist" and resolve_backbone(getattr(config, "backbone", "auto"), native_size) == "vgg32":
+        if dataset == "mnist" and resolve_backbone(getattr(config, "backbone", "auto"), native_size) != "small":
             return 32
         return native_size
+
+    @classmethod
+    def presets(cls, dataset: str) -> dict[str, Preset]:
+        """The spec's published settings on ``dataset`` by name (methods/presets.py): ``reference`` is the
+        method's own; a method may add named variants (softmax: ``vaze``). Default: none."""
+        return {}
+
+    @classmethod
+    def effective_config(cls, config: MethodConfig, info: DataInfo) -> dict[str, Any]:
+        """What a run of ``config`` on ``info`` trains, as compared with the reference preset: the config
+        with its ``auto`` choices resolved, and the side of the images the model is fed."""
+        return {**config.to_dict(), "input_size": info.image_size}
 
     @classmethod
     def rerun_seeds(cls, dataset: str) -> int:
@@ -165,6 +187,23 @@ class Method(abc.ABC):
         ``evaluate``; e.g. OpenMax's class means and Weibull tails. Called before every evaluation, so a
         method that needs it caches its fit until the model changes. Default: nothing to fit."""
         return None
+
+    def batchnorm_networks(self) -> list[torch.nn.Module]:
+        """The networks whose BatchNorm running statistics ``evaluate`` reads. While those still carry a
+        noticeable share of their initial values, they are recomputed over the training partition with
+        the current weights before every evaluation (methods/batchnorm.py, trainables/runs.py
+        ``Run.evaluate``). Default: none."""
+        return []
+
+    def batchnorm_forward(self, x: torch.Tensor) -> None:
+        """Runs ``batchnorm_networks`` on one batch of training images (test transform) the way
+        ``evaluate`` runs them, so every BatchNorm layer sees the inputs evaluation gives it."""
+        raise NotImplementedError(f"{self.name} declares BatchNorm networks but not how they see a batch")
+
+    def derived(self) -> dict[str, Any]:
+        """Values that follow from the config and the budget (e.g. the schedule's actual shape), written
+        beside the config in final_metrics.json so a reader sees what really ran. Default: none."""
+        return {}
 
     def posthoc_cells(self) -> list[Any]:
         """Settings that change scoring but not training (crosr_openmax.md §9), evaluated as a grid on
@@ -214,6 +253,17 @@ class SupervisedMethod(Method):
         self.model = self.build_model().to(info.device, memory_format=torch.channels_last)
         self.optimizer = self.build_optimizer()
 
+    @classmethod
+    def effective_config(cls, config: MethodConfig, info: DataInfo) -> dict[str, Any]:
+        effective = super().effective_config(config, info)
+        effective["backbone"] = cls.resolved_backbone(effective["backbone"], info)
+        return effective
+
+    @classmethod
+    def resolved_backbone(cls, name: str, info: DataInfo) -> str:
+        """The trunk ``name`` (possibly ``auto``) builds for ``info``."""
+        return resolve_backbone(name, info.image_size)
+
     def build_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
         return DecoupledSGD(self.model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
@@ -231,6 +281,14 @@ class SupervisedMethod(Method):
     def lr_for_epoch(self, epoch: int) -> float:
         c = self.config
         return lr_at_epoch(epoch, c.lr, c.epochs, c.warmup_epochs, c.restarts, c.lr_schedule)
+
+    def derived(self) -> dict[str, Any]:
+        # A short budget gets fewer restarts and a shorter warm-up than configured (methods/optim.py).
+        c = self.config
+        if c.lr_schedule != "cosine_restarts":
+            return {}
+        shape = cycle_shape(c.epochs, c.warmup_epochs, c.restarts)
+        return {"lr_restarts_used": shape.restarts, "lr_period": shape.period, "warmup_epochs_used": shape.warmup}
 
     def train_epoch(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int) -> dict[str, float]:
         lr = self.lr_for_epoch(epoch)
@@ -251,6 +309,12 @@ class SupervisedMethod(Method):
         if not math.isfinite(train_loss):
             raise DivergedError(f"{self.name}: train loss became {train_loss} at epoch {epoch} (lr {lr:.4g})")
         return {"train_loss": train_loss, "lr": lr}
+
+    def batchnorm_networks(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def batchnorm_forward(self, x: torch.Tensor) -> None:
+        self.model(x)
 
     @torch.no_grad()
     def collect_outputs(self, batches: Iterable[torch.Tensor]) -> dict[str, np.ndarray]:

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from data.augment import AUG_MODES
 from methods.base import DataInfo, DivergedError, Method, MethodConfig
+from methods.presets import REFERENCE, Preset
 from methods.registry import register
 
 NUM_CLASSES = 10  # every dataset ClustNet runs on has ten classes, split into the P and N groups
@@ -48,6 +50,7 @@ class ClustNetConfig(MethodConfig):
     batch_size: int = 4
     epochs: int = 100
     balance_weight: float = 0.0  # β of the optional load-balancing bonus −β·H(mean π)
+    aug_mode: str = "none"  # clustnet.md §2/§6: the reference trains on the plain images
 
     def __post_init__(self) -> None:
         p, n = set(self.positive_classes), set(self.negative_classes)
@@ -55,6 +58,8 @@ class ClustNetConfig(MethodConfig):
             raise ValueError(
                 f"positive_classes and negative_classes must be two disjoint, non-empty lists covering the "
                 f"classes 0-{NUM_CLASSES - 1}; got {list(self.positive_classes)} and {list(self.negative_classes)}")
+        if self.aug_mode not in AUG_MODES:
+            raise ValueError(f"aug_mode must be one of {', '.join(AUG_MODES)}, got {self.aug_mode!r}")
         if self.dn_capacity not in DN_CAPACITIES:
             raise ValueError(f"dn_capacity must be one of {', '.join(DN_CAPACITIES)}, got {self.dn_capacity!r}")
         if self.decision not in DECISIONS:
@@ -223,6 +228,17 @@ class ClustNet(Method):
     def input_size(cls, config: MethodConfig, dataset: str, native_size: int) -> int:
         return native_size
 
+    @classmethod
+    def presets(cls, dataset: str) -> dict[str, Preset]:
+        """§6 on MNIST, the reference's dataset: the README's reported setting (batch 4, lr 0.01)."""
+        if dataset != "mnist":
+            return {}
+        config = {"positive_classes": [0, 1, 2, 3, 4], "negative_classes": [5, 6, 7, 8, 9], "n_experts": 5,
+                  "enc_layers": 2, "enc_channels": 32, "enc_kernel": 4, "repr_size": 100, "gate_layers": 2,
+                  "gate_width": 64, "dn_capacity": "linear", "decision": "DE", "lr": 0.01, "lr_gate": None,
+                  "momentum": 0.5, "batch_period": 2, "batch_size": 4, "epochs": 100, "balance_weight": 0.0}
+        return {REFERENCE: Preset("clustnet.md §6", config, run={"input_size": 28})}
+
     def training_targets(self, labels: torch.Tensor) -> torch.Tensor:
         return binary_targets(labels, self.config.positive_classes)
 
@@ -281,6 +297,12 @@ class ClustNet(Method):
         out["pred"] = out["log_probs"].argmax(axis=1)
         out["expert"] = out["gate_probs"].argmax(axis=1)
         return out
+
+    def batchnorm_networks(self) -> list[nn.Module]:
+        return [self.model]
+
+    def batchnorm_forward(self, x: torch.Tensor) -> None:
+        self.model.encoder(x)  # the only BatchNorm layers; gate and experts read its output
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt_gate": self.opt_gate.state_dict(),

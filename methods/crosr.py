@@ -13,9 +13,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from data.augment import AUG_MODES
-from methods.base import MethodConfig, SupervisedMethod
+from methods.base import DataInfo, MethodConfig, SupervisedMethod
 from methods.openmax import OpenMaxScoring, OpenMaxSettings
 from methods.optim import step_lr
+from methods.presets import REFERENCE, Preset
 from methods.registry import register
 
 # (stage widths, FC width): the reference's, and a quarter-width version for CPU-sized experiments.
@@ -147,9 +148,24 @@ class Crosr(OpenMaxScoring, SupervisedMethod):
         # §3: MNIST is resized 28 → 32; every other dataset is already divisible by 8.
         return 32 if dataset == "mnist" else native_size
 
+    @classmethod
+    def presets(cls, dataset: str) -> dict[str, Preset]:
+        """The reference recipe (§4, §10) on the full-width DHRNet; digits is the project's 8 px stand-in."""
+        if dataset in ("digits", "cifar100_20"):
+            return {}
+        config = {"backbone": "dhrnet", "latent_channels": 32, "recon_weight": 1.0, "lr": 0.05, "momentum": 0.9,
+                  "weight_decay": 5e-4, "batch_size": 128, "epochs": 500, "step_epochs": 30, "step_gamma": 0.5,
+                  "aug_mode": "crosr", "av": "logits_latents", "av_pool": "max", **OpenMaxSettings.reference_head()}
+        run = {"input_size": 64 if dataset == "tiny_imagenet" else 32, "final_train_fraction": 1.0}
+        return {REFERENCE: Preset("crosr_openmax.md §4, §10", config, run)}
+
+    @classmethod
+    def resolved_backbone(cls, name: str, info: DataInfo) -> str:
+        return resolve_dhrnet(name, info.channels)
+
     def build_model(self) -> nn.Module:
         c, info = self.config, self.info
-        widths, fc = DHRNET_WIDTHS[resolve_dhrnet(c.backbone, info.channels)]
+        widths, fc = DHRNET_WIDTHS[self.resolved_backbone(c.backbone, info)]
         return DHRNet(info.channels, info.num_known, info.image_size, widths, fc, c.latent_channels)
 
     def build_optimizer(self) -> torch.optim.Optimizer:

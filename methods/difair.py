@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -17,7 +17,34 @@ from torch import nn
 
 from methods.backbones import FEATURE_CHANNELS, build_backbone
 from methods.base import DataInfo, SupervisedMethod, TrainRecipe
+from methods.presets import REFERENCE, Preset
 from methods.registry import register
+
+# Datasets of the published DIFAIR runs (difair.md §9.3, §14); digits is the project's offline stand-in.
+REFERENCE_DATASETS = ("mnist", "svhn", "cifar10", "cifar+10", "cifar+50", "tiny_imagenet")
+
+
+def reference_recipe(dataset: str) -> Preset | None:
+    """DIFAIR's published training recipe on ``dataset`` (difair.md §10 reference column, as its
+    ``difair_reference`` replication preset sets it), which the matched CE baseline shares (baselines.md
+    §2). The §11 bug fixes stay in force. With every known training image (``final_train_fraction`` 1)
+    the computed standardisation equals the reference's table (§9.3; checked on MNIST's five splits)."""
+    if dataset not in REFERENCE_DATASETS:
+        return None
+    tin = dataset == "tiny_imagenet"
+    config = {"backbone": "vgg32", "dropout": 0.2, "lr": 0.5 if tin else 0.3, "momentum": 0.9,
+              "weight_decay": 1e-4, "batch_size": 128, "epochs": 600, "warmup_epochs": 10, "restarts": 2,
+              "lr_schedule": "cosine_restarts_reference", "aug_mode": "torchvision"}
+    not_built = {}
+    if dataset != "mnist":  # MNIST's contrast + brightness policy is the reference's own (§9.2)
+        not_built["aug_mode"] = (f"TF Model Garden RandAugment, N = 1, M = {9 if tin else 6} on "
+                                 "its 0-10 scale (aug_mode difair)")
+    if dataset.startswith("cifar+"):
+        not_built["cifar_plus_known"] = "difair (CIFAR-10 classes 0, 1, 8, 9 known)"
+    if tin:
+        not_built["tin_index"] = "wnids_txt"
+    return Preset("difair.md §10 (difair_reference)", config,
+                  run={"input_size": 64 if tin else 32, "final_train_fraction": 1.0}, not_built=not_built)
 
 
 def make_anchors(num_classes: int, features_per_class: int, multiplier: float) -> torch.Tensor:
@@ -98,6 +125,15 @@ class Difair(SupervisedMethod):
     config: DifairConfig
     primary_score: ClassVar[str] = "min_distance"
 
+    @classmethod
+    def presets(cls, dataset: str) -> dict[str, Preset]:
+        recipe = reference_recipe(dataset)
+        if recipe is None:
+            return {}
+        head = {"features_per_class": 5, "anchor_multiplier": 10.0, "radius_ratio": 0.6, "smooth_coef": 0.1,
+                "corr_penalty_weight": 1.0}
+        return {REFERENCE: Preset(recipe.source, {**recipe.config, **head}, recipe.run, recipe.not_built)}
+
     def __init__(self, config: DifairConfig, info: DataInfo) -> None:
         super().__init__(config, info)
         self.anchors = make_anchors(info.num_known, config.features_per_class, config.anchor_multiplier).to(
@@ -130,6 +166,11 @@ class Difair(SupervisedMethod):
             "score_max_activation": -z.max(dim=1).values,
             "distances": distances,
         }
+
+    def derived(self) -> dict[str, Any]:
+        # difair.md §12: log the absolute radius and whether the origin falls inside every hypersphere.
+        return {**super().derived(), "radius": self.radius,
+                "origin_inside_spheres": self.config.radius_ratio > 1 / math.sqrt(2)}
 
     def diagnostics(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
         own = outputs["distances"][np.arange(len(labels)), labels]

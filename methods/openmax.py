@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from methods.base import MethodConfig
+from methods.base import InvalidCellError, MethodConfig
 from methods.openmax_head import (
     DISTANCES,
     REVISIONS,
@@ -26,8 +26,9 @@ from methods.openmax_head import (
     posthoc_grid,
     unknown_probability,
 )
+from methods.presets import REFERENCE, Preset
 from methods.registry import register
-from methods.softmax import Softmax, SoftmaxConfig, mls_score, msp_score
+from methods.softmax import Softmax, SoftmaxConfig, mls_score, msp_score, softmax_presets
 from methods.weibull import BACKENDS
 
 POSTHOC_OBJECTIVES = ("sampled", "grid_best")
@@ -46,6 +47,12 @@ class OpenMaxSettings(MethodConfig):
     weibull_backend: str = "auto"
     # "grid_best": the reported val_auroc is the best grid cell's (mean over runs), not the sampled cell's.
     posthoc_objective: str = "sampled"
+
+    @staticmethod
+    def reference_head() -> dict[str, object]:
+        """The head's published settings (crosr_openmax.md §10; tail, alpha and distance are also a grid)."""
+        return {"tailsize": 20, "alpha_rank": 10, "distance": "euclidean", "eu_weight": 1 / 200,
+                "revision": "logit", "prob_threshold": 0.0}
 
     def check_openmax(self) -> None:
         if self.tailsize < 2:
@@ -118,7 +125,12 @@ class OpenMaxScoring:
         if self.head is None:
             raise RuntimeError("prepare_evaluation must fit the OpenMax head before evaluate")
         out = self.collect_outputs(batches)  # type: ignore[attr-defined]
-        cell = self.score_cell(out, self.sampled_cell())  # raises WeibullFitError naming an invalid class
+        try:
+            cell = self.score_cell(out, self.sampled_cell())
+        except InvalidCellError as err:  # WeibullFitError naming the invalid class
+            placeholder = np.zeros(len(out["pred"]))
+            err.stand_in = {**out, "score_openmax": placeholder, "pred_native": out["pred"], "score": placeholder}
+            raise
         out["score_openmax"] = cell["score"]
         out["pred_native"] = cell["pred_native"]
         out["score"] = out["score_openmax"]
@@ -154,6 +166,15 @@ class OpenMax(OpenMaxScoring, Softmax):
 
     Config = OpenMaxConfig
     config: OpenMaxConfig
+
+    @classmethod
+    def presets(cls, dataset: str) -> dict[str, Preset]:
+        """The softmax baseline's matched reference recipe with the head's published settings."""
+        recipe = softmax_presets(dataset).get(REFERENCE)
+        if recipe is None:
+            return {}
+        return {REFERENCE: Preset(f"crosr_openmax.md §10 on {recipe.source}",
+                                  {**recipe.config, **OpenMaxSettings.reference_head()}, recipe.run, recipe.not_built)}
 
     def activations(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(x)

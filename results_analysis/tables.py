@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from results_analysis.catalogue import COMPANION_PREFIXES, is_percent, lower_is_better
+
 __all__ = [
     "COLUMNS",
     "ExperimentError",
@@ -36,35 +38,6 @@ RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
 ERROR_FILES = ("error.txt", "error.pkl")
 
-# Metrics where smaller is better; everything else is ranked larger-is-better.
-LOWER_IS_BETTER = frozenset({"fpr_at_tpr95", "loss"})
-# Metrics that are fractions in [0, 1] and are reported in percent.
-PERCENT_METRICS = frozenset(
-    {
-        "acc",
-        "auroc",
-        "oscr",
-        "tnr_at_tpr95",
-        "fpr_at_tpr95",
-        "macro_f1",
-        "unknown_f1",
-        "cluster_acc",
-        "nmi",
-        "ari",
-        "binary_acc",
-        "pos_cluster_acc",
-        "neg_cluster_acc",
-        "mean_cluster_acc",
-        "gate_confidence",
-        "usage",
-        "ensemble_gain",
-        "disagreement",
-        "tpa",
-    }
-)
-# Prefixes of a companion's metrics (the adversarial method's in-run baseline, ``base_``) and of their
-# paired differences from the method's own (``delta_``): the rest of the name is a metric as above.
-COMPANION_PREFIXES = ("base_", "delta_")
 # Column order in reports: the protocol's main metrics first, the rest alphabetically.
 METRIC_ORDER = (
     "auroc",
@@ -93,10 +66,27 @@ METRIC_ORDER = (
     "feature_ari",
     "feature_cluster_acc",
 )
-# A clustering task's readouts (k-means on the backbone h or the feature predictor f) prefix its metrics.
-READOUT_PREFIXES = ("backbone_", "feature_")
-
 _RUN_KEY = re.compile(r"^split(\d+)(?:_seed(\d+))?$")
+
+# protocol.md §7 ``final_train_fraction``, recorded at the top of every open-set final_metrics.json: runs
+# train on the 80% partition the validation hold-out leaves; a final re-run may train on all known-class
+# training images (1.0), as the published numbers were produced. Its validation knowns are then trained
+# on, so it reports no validation number and only the test metrics nothing chosen on validation enters.
+TRAIN_FRACTION_KEY = "final_train_fraction"
+PROTOCOL_TRAIN_FRACTION = 0.8
+ALL_KNOWN_TRAIN_FRACTION = 1.0
+FINAL_TRAIN_FRACTIONS = (PROTOCOL_TRAIN_FRACTION, ALL_KNOWN_TRAIN_FRACTION)
+# What such a run reports (protocol.md §7): accuracy, AUROC (of every score), OSCR, TNR/FPR@TPR95.
+THRESHOLD_FREE_METRICS = frozenset({"acc", "acc_full", "auroc", "oscr", "tnr_at_tpr95", "fpr_at_tpr95"})
+
+
+def is_threshold_free(metric: str) -> bool:
+    """Whether ``metric`` (without its phase prefix) needs nothing chosen on validation: a metric of
+    THRESHOLD_FREE_METRICS or a secondary score's AUROC (``auroc_<score>``), also a companion's
+    (``base_``) and its paired difference (``delta_``). Macro-F1, thresholds, diagnostics: no."""
+    for prefix in COMPANION_PREFIXES:
+        metric = metric.removeprefix(prefix)
+    return metric in THRESHOLD_FREE_METRICS or metric.startswith("auroc_")
 
 
 class ExperimentError(ValueError):
@@ -158,6 +148,11 @@ def _load_trial(folder: Path) -> _Trial:
         if not isinstance(final, dict) or not isinstance(final.get("records"), list):
             raise ExperimentError(f"{final_path}: expected a JSON object with a 'records' list")
         config = final.get("config", params)
+        fraction = final.get(TRAIN_FRACTION_KEY)
+        if isinstance(config, dict) and fraction is not None and fraction != PROTOCOL_TRAIN_FRACTION:
+            # Part of the group key, so its numbers never share a mean with the 80% runs' (an unfinished
+            # trial has it in params.json already).
+            config = {**config, TRAIN_FRACTION_KEY: fraction}
         return _Trial(
             folder=folder,
             trial_id=str(final.get("trial_id") or _trial_id_from(results, folder)),
@@ -346,7 +341,7 @@ def rank_configs(df: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     sel = df[(df["status"] == "finished") & (df["phase"] == "val") & (df["metric"] == metric)]
     g = sel.groupby(["method", "dataset", "config"], sort=False, dropna=False)["value"]
     ranked = g.agg(val_mean=lambda v: v.mean(skipna=False), n_runs="size").reset_index()
-    ascending = metric in LOWER_IS_BETTER
+    ascending = lower_is_better(metric)
     # NaN means last whichever the direction: a diverged config is never the best.
     ranked = ranked.sort_values(
         ["method", "dataset", "val_mean", "n_runs", "config"],
@@ -451,15 +446,8 @@ def format_mean_std(mean: float, std: float, scale: float = 100, digits: int = 1
     return f"{m} ± {std * scale:.{digits}f}"
 
 
-def _is_percent(metric: str) -> bool:
-    # Variants such as "auroc_maxact" (a secondary score) or "acc_full" are rates too.
-    for prefix in (*COMPANION_PREFIXES, *READOUT_PREFIXES):
-        metric = metric.removeprefix(prefix)
-    return any(metric == p or metric.startswith(p + "_") for p in PERCENT_METRICS)
-
-
 def _cell(metric: str, mean: float, std: float) -> str:
-    if _is_percent(metric):
+    if is_percent(metric):
         return format_mean_std(mean, std, scale=100, digits=1)
     return format_mean_std(mean, std, scale=1, digits=3)
 
@@ -490,7 +478,8 @@ def _config_labels(configs: list[str]) -> dict[str, str]:
     keys = sorted({k for p in parsed.values() for k in p})
     # A key only some configs carry is not a difference: unfinished trials have params.json
     # (the searched keys and the experiment's own) where finished ones have the full method config.
-    varying = [k for k in keys if len({config_key({"v": p[k]}) for p in parsed.values() if k in p}) > 1]
+    varying = [k for k in keys if len({config_key({"v": p[k]}) for p in parsed.values() if k in p}) > 1
+               or k == TRAIN_FRACTION_KEY]  # which fraction a row's numbers used is always shown
     return {c: ", ".join(f"{k}={_short(p[k])}" for k in varying if k in p) or c for c, p in parsed.items()}
 
 
@@ -530,6 +519,13 @@ def to_markdown(summary: pd.DataFrame) -> str:
             ]
         )
     parts = [_md_table(header, rows)]
+    if any(TRAIN_FRACTION_KEY in json.loads(c) for c in summary["config"].unique() if c.startswith("{")):
+        parts.append(
+            f"Rows with {TRAIN_FRACTION_KEY}=1 come from models trained on all known training images "
+            "(protocol.md §7): test metrics only, threshold-free, with the post-hoc cell fixed from the 80% "
+            f"runs; every other row was trained on the 80% partition ({TRAIN_FRACTION_KEY} "
+            f"{PROTOCOL_TRAIN_FRACTION}). Rows are never averaged together."
+        )
 
     split_cols = [c for c in summary.columns if c.startswith("mean_split")]
     best = summary[summary["rank"] == 1]
@@ -537,7 +533,7 @@ def to_markdown(summary: pd.DataFrame) -> str:
         split_rows = []
         for r in best.itertuples(index=False):
             vals = r._asdict()
-            scale = 100 if _is_percent(r.metric) else 1
+            scale = 100 if is_percent(r.metric) else 1
             digits = 1 if scale == 100 else 3
             split_rows.append(
                 [str(r.method), str(r.dataset), str(r.metric)]

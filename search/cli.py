@@ -17,7 +17,15 @@ import yaml
 
 from data import CLUSTERING_ONLY, DATASETS, DataMissingError, check_available, default_data_root, split_ids
 from methods import Method, get_method, method_names
+from methods.presets import PresetError, get_preset, preset_config
+from results_analysis import catalogue
 from results_analysis.metrics import CLUSTERING_METRICS, GATE_CLUSTERING_METRICS
+from results_analysis.tables import (
+    ALL_KNOWN_TRAIN_FRACTION,
+    FINAL_TRAIN_FRACTIONS,
+    PROTOCOL_TRAIN_FRACTION,
+    TRAIN_FRACTION_KEY,
+)
 from search import storage
 
 
@@ -67,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the first training seed (default 0)")
     p.add_argument("--config", help="re-train the config of an exported YAML on every split (no search)")
+    p.add_argument("--preset", help="re-train the spec's published setting of --method on --dataset on every split "
+                   "(no search): 'reference', or a named variant such as softmax's 'vaze'")
+    p.add_argument("--final-train-fraction", type=float, choices=FINAL_TRAIN_FRACTIONS,
+                   help="re-runs only (--config, --preset): 0.8 trains on the protocol's 80%% partition, 1.0 on all "
+                   "known training images as the papers do, reporting threshold-free test metrics only with the "
+                   "post-hoc cell the 80%% runs selected (default: the --config file's final_train_fraction, else 0.8)")
     p.add_argument("--export", help="also write the best config YAML here (always written as best.yaml in the experiment)")
     return p
 
@@ -101,6 +115,9 @@ class Request:
     export: Path | None
     fixed_config: dict[str, Any] | None = None  # --config: the hyperparameters to re-train
     argv: list[str] = field(default_factory=list)
+    # protocol.md §7 (open-set methods; None for the others), and the post-hoc cell a 1.0 re-run is fixed to.
+    final_train_fraction: float | None = None
+    posthoc_cell: str | None = None
 
     @property
     def is_remote_storage(self) -> bool:
@@ -192,7 +209,8 @@ def _fill_from_experiment(args: argparse.Namespace) -> None:
 
 
 def objective_mode(metric: str) -> str:
-    return "min" if any(word in metric for word in ("loss", "fpr", "nll")) else "max"
+    """Tune's mode for ``metric``: its direction in the one metric table (results_analysis/catalogue.py)."""
+    return catalogue.objective_mode(metric)
 
 
 def check_metric(metric: str, method_cls: type[Method]) -> None:
@@ -217,8 +235,37 @@ def check_metric(metric: str, method_cls: type[Method]) -> None:
                          "val_acc, val_oscr, …")
 
 
+def final_train_fraction(flag: float | None, doc: dict[str, Any] | None, rerun: bool,
+                         method_cls: type[Method]) -> tuple[float | None, str | None]:
+    """(fraction, post-hoc cell to fix) of a command line: the flag, else the --config file's key, else
+    the protocol's 0.8; for a 1.0 re-run the cell the file's 80% runs selected on validation (None: the
+    config's own cell is used). Only re-runs may train on the validation images (selection reads them)."""
+    doc = doc or {}
+    given = flag if flag is not None else doc.get(TRAIN_FRACTION_KEY)
+    if given is None:
+        return (PROTOCOL_TRAIN_FRACTION if method_cls.task == "osr" else None), None
+    if not rerun:
+        raise UsageError("--final-train-fraction is for re-running a chosen config (--config best.yaml): a search "
+                         "selects on validation images, which a 1.0 run trains on; drop it")
+    if method_cls.task != "osr":
+        raise UsageError(f"--final-train-fraction is protocol.md §7's for open-set splits; {method_cls.name} is a "
+                         f"{method_cls.task} method with its own hold-out: drop it (and {TRAIN_FRACTION_KEY} from the file)")
+    if isinstance(given, bool) or given not in FINAL_TRAIN_FRACTIONS:
+        raise UsageError(f"{TRAIN_FRACTION_KEY} {given!r} in the --config file: use "
+                         f"{' or '.join(map(str, FINAL_TRAIN_FRACTIONS))}")
+    if float(given) != ALL_KNOWN_TRAIN_FRACTION:
+        return float(given), None
+    posthoc = doc.get("posthoc") or {}
+    cell = posthoc.get("selected") if isinstance(posthoc, dict) else None
+    if cell is not None and not isinstance(cell, str):
+        raise UsageError(f"--config: posthoc.selected must be a cell name such as 'T=20/alpha=3/dist=euclidean', "
+                         f"got {cell!r}")
+    return float(given), cell
+
+
 def validate(args: argparse.Namespace, argv: list[str]) -> Request:
     fixed: dict[str, Any] | None = None
+    doc: dict[str, Any] | None = None
     method, dataset = args.method, args.dataset
     if args.resume:
         _fill_from_experiment(args)
@@ -228,6 +275,8 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         if method and method != doc["method"] or dataset and dataset != doc["dataset"]:
             raise UsageError(f"--config {args.config} is for {doc['method']} on {doc['dataset']}: drop --method/--dataset")
         method, dataset, fixed = doc["method"], doc["dataset"], dict(doc["config"])
+    if args.preset and (args.config or args.resume):
+        raise UsageError("--preset re-trains a published setting: drop --config/--resume")
     if not method:
         raise UsageError(f"--method is required: one of {', '.join(method_names())}")
     dataset = dataset or "digits"
@@ -262,6 +311,15 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         check_address(args.address)
     gpus = parse_gpus(args.gpus_per_trial)
     splits = parse_splits(args.splits, dataset, method_cls)
+    source = f"--config {args.config}"
+    if args.preset:
+        try:
+            fixed = preset_config(method_cls, args.preset, dataset)
+        except PresetError as err:
+            raise UsageError(f"--preset {args.preset}: {err}") from None
+        source = f"--preset {args.preset}"
+        # The published numbers trained on every known training image: the preset's fraction is the default.
+        doc = {k: v for k, v in get_preset(method_cls, args.preset, dataset).run.items() if k == TRAIN_FRACTION_KEY}
 
     if fixed is not None:
         if args.max_epochs:
@@ -269,12 +327,13 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         try:
             method_cls.Config.from_dict(fixed)
         except (ValueError, TypeError) as err:
-            raise UsageError(f"--config {args.config}: {err}") from None
+            raise UsageError(f"{source}: {err}") from None
         max_epochs = int(fixed.get("epochs", method_cls.Config().epochs))
         n_seeds = args.seeds or method_cls.rerun_seeds(dataset)
     else:
         max_epochs = args.max_epochs or 30
         n_seeds = args.seeds or method_cls.search_seeds
+    fraction, posthoc_cell = final_train_fraction(args.final_train_fraction, doc, fixed is not None, method_cls)
 
     data_root = Path(args.data_root or default_data_root()).expanduser().absolute()
     try:
@@ -296,6 +355,7 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         storage_path=where, name=name, optuna_storage=args.optuna_storage, address=args.address,
         max_failures=args.max_failures, checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed,
         export=Path(args.export).absolute() if args.export else None, fixed_config=fixed, argv=argv,
+        final_train_fraction=fraction, posthoc_cell=posthoc_cell,
     )
     try:
         exists = storage.exists(request.experiment_path)

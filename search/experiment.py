@@ -14,6 +14,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from data import DataMissingError, load_pool
+from results_analysis.tables import ALL_KNOWN_TRAIN_FRACTION, TRAIN_FRACTION_KEY
 from search import storage
 from search.cli import EXPERIMENT_FILE, Request, UsageError
 from search.optuna_search import PruningAwareOptunaSearch, make_sampler, make_storage
@@ -168,6 +169,7 @@ def rerun_tuner(request: Request, bundle: DataBundle) -> tune.Tuner:
         "splits": tune.grid_search([[s] for s in request.splits]),
         "seeds": tune.grid_search([[seed] for seed in request.seeds]),
         **(request.fixed_config or {}),
+        **final_training(request),
     }
     return tune.Tuner(
         _trainable(request, bundle),
@@ -179,6 +181,17 @@ def rerun_tuner(request: Request, bundle: DataBundle) -> tune.Tuner:
     )
 
 
+def final_training(request: Request) -> dict[str, Any]:
+    """The trial-config keys of a re-run on all known training images (protocol.md §7); none at the
+    default 80% partition, so such trials are configured exactly as before the option existed."""
+    if request.final_train_fraction != ALL_KNOWN_TRAIN_FRACTION:
+        return {}
+    keys: dict[str, Any] = {TRAIN_FRACTION_KEY: request.final_train_fraction}
+    if request.posthoc_cell is not None:
+        keys["posthoc_cell"] = request.posthoc_cell
+    return keys
+
+
 def write_experiment_file(request: Request) -> None:
     """What --resume needs to rebuild the same experiment, beside Ray's own state."""
     doc = {
@@ -186,6 +199,7 @@ def write_experiment_file(request: Request) -> None:
         "max_epochs": request.max_epochs, "metric": request.metric, "num_samples": request.num_samples,
         "searcher": request.searcher, "scheduler": request.scheduler, "data_root": str(request.data_root),
         "rerun": request.fixed_config is not None, "checkpoint_every": request.checkpoint_every,
+        TRAIN_FRACTION_KEY: request.final_train_fraction,
         "command": "python search/run.py " + " ".join(request.argv),
     }
     try:

@@ -13,9 +13,13 @@ import pandas as pd
 import yaml
 from ray import tune
 
+from methods.presets import setting_line
+from results_analysis.catalogue import is_percent
 from results_analysis.tables import (
     COMPANION_PREFIXES,
     GRID_FILE,
+    PROTOCOL_TRAIN_FRACTION,
+    TRAIN_FRACTION_KEY,
     config_key,
     posthoc_records,
     select_posthoc_cell,
@@ -66,10 +70,22 @@ class Summary:
             self._posthoc[key] = self._select_posthoc()
         return self._posthoc[key]
 
+    @property
+    def final_train_fraction(self) -> float | None:
+        """The fraction of the known training images every chosen run trained on (protocol.md §7; None
+        for tasks without one). Runs at different fractions never share a mean: that raises."""
+        found = {o.final.get(TRAIN_FRACTION_KEY) for o in self.chosen}
+        if len(found) > 1:
+            raise ValueError(f"the chosen runs mix {TRAIN_FRACTION_KEY} {', '.join(sorted(map(str, found)))}: "
+                             "their numbers cannot be averaged together")
+        return next(iter(found), None)
+
     def _select_posthoc(self) -> dict[str, Any]:
         grids = [pd.read_parquet(o.path / GRID_FILE) for o in self.chosen if (o.path / GRID_FILE).exists()]
         if not grids:
-            return {}
+            # A re-run on all known training images scores one cell, fixed from the 80% runs: no grid.
+            fixed = self.chosen[0].final.get("posthoc", {}) if self.chosen else {}
+            return dict(fixed) if fixed.get("fixed") else {}
         grid = pd.concat(grids, ignore_index=True)
         info = select_posthoc_cell(grid, self.chosen[0].final.get("posthoc", {}).get("sampled"))
         if "selected" in info:
@@ -78,6 +94,7 @@ class Summary:
 
     def table(self, phase: str) -> pd.DataFrame:
         """Mean ± std over the chosen runs, one row per metric (results_analysis does the arithmetic)."""
+        _ = self.final_train_fraction  # raises if the chosen runs trained at different fractions
         posthoc = self.posthoc
         records = [r for o in self.chosen for r in o.final["records"] if not r["metric"].startswith("grid_")]
         records += posthoc.get("records", [])
@@ -147,15 +164,20 @@ def render(summary: Summary, best_yaml: str | None) -> str:
                  f"{' …' if len(summary.chosen) > 3 else ''}), chosen on {summary.metric}:")
     width = max(len(k) for k in summary.config)
     lines += [f"  {k:<{width}}  {v}" for k, v in summary.config.items()]
-    label = setting_label(summary.chosen[0].final.get("derived", {}))
+    label = setting_line(summary.chosen[0].final.get("setting", {}))
     if label:
         lines.append(f"  setting: {label}")
+    fraction = summary.final_train_fraction
+    if fraction is not None:
+        lines.append(f"  {TRAIN_FRACTION_KEY}: {fraction:g}, {fraction_line(fraction)}")
     for phase in ("val", "test"):
         table = summary.table(phase)
         if table.empty:
             continue
         n = int(table["n_runs"].max())
-        lines.append(f"\n{phase} metrics, mean ± std over {n} (split, seed) runs [per-split means]:")
+        trained = "" if fraction is None else f", models trained at {TRAIN_FRACTION_KEY} {fraction:g}"
+        lines.append(f"\n{phase} metrics, mean ± std over {n} (split, seed) runs [per-split means]{trained}; "
+                     "rates in %:")
         split_cols = [c for c in table.columns if c.startswith("mean_split")]
         base, delta = COMPANION_PREFIXES
         if any(m.startswith(base) for m in table.index):
@@ -164,39 +186,47 @@ def render(summary: Summary, best_yaml: str | None) -> str:
         for metric, row in table.iterrows():
             if metric.startswith(COMPANION_PREFIXES):
                 continue
-            per_split = "  ".join(f"s{c[10:]}={row[c]:.4f}" for c in split_cols)
-            text = f"  {metric:<26} {_mean_std(row)}"
+            per_split = "  ".join(f"s{c[10:]}={_number(metric, row[c])}" for c in split_cols)
+            text = f"  {metric:<26} {_mean_std(metric, row)}"
             if f"{base}{metric}" in table.index:
-                text += f"   base {_mean_std(table.loc[f'{base}{metric}'])}"
+                text += f"   base {_mean_std(metric, table.loc[f'{base}{metric}'])}"
             if f"{delta}{metric}" in table.index:
-                text += f"   Δ {_mean_std(table.loc[f'{delta}{metric}'], signed=True)}"
+                text += f"   Δ {_mean_std(metric, table.loc[f'{delta}{metric}'], signed=True)}"
             lines.append(f"{text}   [{per_split}]")
     posthoc = summary.posthoc
-    if posthoc:
+    if posthoc.get("fixed"):
+        lines.append(f"\nPost-hoc cell: {posthoc['selected']}, {posthoc['selection']}; no grid is scored.")
+    elif posthoc:
         chosen = posthoc.get("selected", "none (every cell had an invalid fit)")
         lines.append(f"\nPost-hoc cell: sampled {posthoc['sampled']}; re-chosen on validation over the grid: {chosen}"
                      f" ({posthoc['invalid_cells']} invalid cells). Its metrics are the grid_* rows.")
     if best_yaml is not None:
         lines.append(f"\nBest config written to {best_yaml}")
         lines.append(f"Re-run it on every split: python search/run.py --config {best_yaml}")
+        if fraction == PROTOCOL_TRAIN_FRACTION:
+            lines.append(f"Final models on all known training images (protocol.md §7): python search/run.py "
+                         f"--config {best_yaml} --final-train-fraction 1.0")
     return "\n".join(lines)
 
 
-def setting_label(derived: dict[str, Any]) -> str:
-    """How a result that declares its setting (CD: backbone, image size, epochs, protocol) compares with
-    the paper's; empty for methods that declare none."""
-    if "comparable_with_paper" not in derived:
-        return ""
-    protocol = "transductive (train+test)" if derived["transductive"] else "trained on the train split only"
-    verdict = ("the paper's setting" if derived["comparable_with_paper"]
-               else "a reduced setting, NOT comparable with the paper's numbers")
-    return (f"{derived['backbone']} at {derived['image_size']} px, {derived['epochs']} epochs, {protocol}: "
-            f"{verdict}")
+def fraction_line(fraction: float) -> str:
+    """What a run's ``final_train_fraction`` means for the numbers it reports."""
+    if fraction == PROTOCOL_TRAIN_FRACTION:
+        return "trained on the protocol's 80% partition; the validation hold-out is unseen"
+    return ("trained on all known training images, validation hold-out included, as the published numbers were: "
+            "no validation numbers (its val_* are NaN: those images were trained on), threshold-free test "
+            "metrics only, post-hoc cell fixed from the 80% runs")
 
 
-def _mean_std(row: pd.Series, signed: bool = False) -> str:
-    std = "nan" if math.isnan(row["std"]) else f"{row['std']:.4f}"
-    return f"{row['mean']:{'+' if signed else ''}.4f} ± {std}"
+def _number(metric: str, value: float, signed: bool = False) -> str:
+    """``value`` of ``metric`` as the analysis shows it: a rate in percent (results_analysis/catalogue.py)."""
+    sign = "+" if signed else ""
+    return f"{value * 100:{sign}.2f}" if is_percent(metric) else f"{value:{sign}.4f}"
+
+
+def _mean_std(metric: str, row: pd.Series, signed: bool = False) -> str:
+    std = "nan" if math.isnan(row["std"]) else _number(metric, row["std"])
+    return f"{_number(metric, row['mean'], signed)} ± {std}"
 
 
 def export_yaml(summary: Summary, path: str) -> None:
@@ -215,7 +245,11 @@ def export_yaml(summary: Summary, path: str) -> None:
         "metrics": {"objective": summary.metric, **metrics},
         "posthoc": {k: v for k, v in summary.posthoc.items() if k != "records"},
         "derived": summary.chosen[0].final.get("derived", {}),
+        "setting": summary.chosen[0].final.get("setting", {}),
         "conventions": summary.chosen[0].final.get("conventions", {}),
         "command": f"python search/run.py --config {path}",
     }
+    if summary.final_train_fraction is not None:
+        # --config re-runs this file at the fraction its numbers used unless --final-train-fraction says otherwise.
+        doc[TRAIN_FRACTION_KEY] = summary.final_train_fraction
     storage.write_text(path, yaml.safe_dump(doc, sort_keys=False))

@@ -135,7 +135,10 @@ def test_randaugment_chunks_get_their_own_ops() -> None:
 
 
 def test_policy_for() -> None:
-    assert AUG_MODES == ("torchvision", "crosr", "crop_flip", "none")
+    assert AUG_MODES == ("torchvision", "crosr", "crop_flip", "vaze", "none")
+    # baselines.md §2 vaze recipe: RandAugment on every dataset, MNIST too, 4 px crop and a flip.
+    assert policy_for("vaze", "mnist", 8) == AugmentPolicy("randaugment", 4, True, 8, 255)
+    assert policy_for("vaze", "svhn", 18) == AugmentPolicy("randaugment", 4, True, 18, 255)
     for name in DATASETS:
         assert policy_for("none", name) is None
         assert policy_for("torchvision", name, 6) == default_policy(name, 6)
@@ -148,7 +151,7 @@ def test_policy_for() -> None:
             continue
         assert p == AugmentPolicy("jitter_affine", 0, name not in ("mnist", "svhn"), 7, 255)
     assert policy_for("crosr", "cifar10").flip and not policy_for("crosr", "svhn").flip
-    with pytest.raises(ValueError, match="torchvision, crosr, crop_flip, none"):
+    with pytest.raises(ValueError, match="torchvision, crosr, crop_flip, vaze, none"):
         policy_for("mixup", "cifar10")
     with pytest.raises(ValueError):
         policy_for("crosr", "imagenet")

@@ -3,13 +3,15 @@ against every worked value of the §8.2 table, and SGD with decoupled weight dec
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from methods.base import DataInfo
 from methods.difair import Difair, DifairConfig
-from methods.optim import DecoupledSGD, lr_at_epoch
+from methods.optim import CycleShape, DecoupledSGD, cycle_shape, lr_at_epoch
 
 EPOCHS = [0, 1, 5, 10, 11, 50, 100, 199, 200, 201, 400, 401, 599]
 
@@ -52,6 +54,39 @@ def test_schedule_short_budget_period_is_floor_e_over_3():
     assert lr_at_epoch(60, 0.3, 91) == pytest.approx(0.3, rel=1e-9)
     # no warm-up: lr(0) = lr₀ (the cosine at phase 0), not η_min
     assert lr_at_epoch(0, 0.3, 600, warmup=0) == pytest.approx(0.3, rel=1e-9)
+
+
+@pytest.mark.parametrize("warmup", [0, 10])
+@pytest.mark.parametrize("restarts", [0, 1, 2, 3])
+def test_schedule_never_restarts_in_the_final_epochs(restarts, warmup):
+    """Whatever the budget, the scored model has just trained at a decaying rate: the last epoch's rate is
+    below the one before it and at most the floor plus half the range; every later cycle starts at lr₀,
+    and the requested restarts all happen when the budget holds cycles of at least two epochs."""
+    lr0 = 0.3
+    eta_min = 1e-3 * lr0
+    for epochs in range(2, 201):
+        rates = [lr_at_epoch(e, lr0, epochs, warmup=warmup, restarts=restarts) for e in range(epochs)]
+        assert rates[-1] < rates[-2], (epochs, rates[-3:])
+        assert rates[-1] <= eta_min + 0.5 * (lr0 - eta_min) + 1e-12, (epochs, rates[-1])
+        shape = cycle_shape(epochs, warmup, restarts)
+        rises = [e for e in range(shape.warmup + 1, epochs) if rates[e] > rates[e - 1]]
+        assert all(rates[e] == pytest.approx(lr0, rel=1e-12) for e in rises), (epochs, rises)
+        assert len(rises) == shape.restarts, (epochs, rises, shape)
+        if epochs >= 2 * (restarts + 1):
+            assert shape.restarts == restarts
+        lengths = [b - a for a, b in zip([0, *rises], [*rises, epochs], strict=True)]
+        assert min(lengths) >= 2, (epochs, lengths)
+
+
+def test_schedule_shape_keeps_the_spec_at_600_and_cuts_short_budgets():
+    assert cycle_shape(600, 10, 2) == CycleShape(cycles=3, period=200, warmup=10)
+    # 100 epochs: 33 + 33 + 34, the last cycle absorbs the remainder (the old code restarted at e = 99)
+    assert cycle_shape(100, 10, 2) == CycleShape(cycles=3, period=33, warmup=10)
+    assert lr_at_epoch(99, 0.3, 100) == pytest.approx(3e-4 + 0.2997 * 0.5 * (1 + math.cos(math.pi * 33 / 34)))
+    # 5 epochs cannot hold 3 cycles of 2: one restart (2 + 3), warm-up cut to 0 in a 2-epoch first cycle
+    assert cycle_shape(5, 10, 2) == CycleShape(cycles=2, period=2, warmup=0)
+    # 30 epochs: three cycles of 10, warm-up 4 (a 10-epoch warm-up would end where the cycle does)
+    assert cycle_shape(30, 10, 2) == CycleShape(cycles=3, period=10, warmup=4)
 
 
 def test_schedule_unknown_variant_rejected():
@@ -142,3 +177,11 @@ def test_method_optimizer_covers_every_parameter_including_bn():
     assert bn and all(id(m.weight) in in_opt and id(m.bias) in in_opt for m in bn)
     for g in opt.param_groups:
         assert g["decoupled_weight_decay"] == 1e-4 and g["weight_decay"] == 0.0 and g["momentum"] == 0.9
+
+
+def test_method_logs_the_schedule_it_really_ran():
+    info = DataInfo(channels=1, image_size=8, num_known=2)
+    derived = Difair(DifairConfig(epochs=5), info).derived()
+    assert derived["lr_restarts_used"] == 1 and derived["lr_period"] == 2 and derived["warmup_epochs_used"] == 0
+    assert derived["radius"] == pytest.approx(0.6 * 10 * math.sqrt(10))
+    assert Difair(DifairConfig(), info).derived()["warmup_epochs_used"] == 10

@@ -57,16 +57,15 @@ def test_trials_report_only_validation_clustering_and_write_labelled_end_files(s
                 assert 0.0 <= row[f"val_{name}"] <= 1.0
         final = json.loads((trial / "final_metrics.json").read_text())
         assert final["derived"]["backbone"] == "resnet18_cifar_native" and final["derived"]["image_size"] == 8
-        assert final["derived"]["comparable_with_paper"] is False
+        assert final["setting"]["label"] == "reduced setting"
         assert {r["metric"] for r in final["records"] if r["phase"] == "test"} == set(CLUSTERING_METRICS)
 
 
 def test_report_and_export_label_the_setting(search):
     assert "backbone_nmi" in search["out"]
-    assert "setting: resnet18_cifar_native at 8 px, 1 epochs, trained on the train split only" in search["out"]
-    assert "NOT comparable with the paper's numbers" in search["out"]
+    assert "setting: reduced setting, NOT comparable with the published numbers" in search["out"]
     doc = yaml.safe_load(search["export"].read_text())
     assert doc["method"] == "cd" and doc["metrics"]["objective"] == "val_backbone_nmi"
-    assert doc["derived"]["comparable_with_paper"] is False and doc["derived"]["backbone"] == "resnet18_cifar_native"
+    assert doc["setting"]["label"] == "reduced setting" and doc["derived"]["backbone"] == "resnet18_cifar_native"
     for metric in CLUSTERING_METRICS:
         assert doc["metrics"]["test"][metric]["n"] == 1

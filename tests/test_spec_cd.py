@@ -23,6 +23,7 @@ from methods.cd import (
     normalised_entropy,
     setting,
 )
+from methods.presets import describe_setting
 from results_analysis.metrics import kmeans_readout
 
 
@@ -86,6 +87,10 @@ def _method(backbone: str, channels: int = 3, size: int = 32, dataset: str = "ci
     return get_method("cd")(config, DataInfo(channels=channels, image_size=size, num_known=10, dataset=dataset))
 
 
+def _label(m) -> str:
+    return describe_setting(type(m), m.config, m.info)["label"]
+
+
 def test_heads_are_the_specs_and_the_predictor_reads_z():
     m = _method("resnet18_cifar_native", feature_dim=64)
     proj, pred = m.model.projector, m.model.predictor
@@ -106,15 +111,15 @@ def test_backbones_stems_and_image_sizes():
     conv = native.model.backbone.conv1
     assert (conv.kernel_size, conv.stride) == ((3, 3), (1, 1)) and isinstance(native.model.backbone.maxpool, nn.Identity)
     assert native.setting == setting("resnet18_cifar_native", 32, 1000, False)
-    assert native.setting["comparable_with_paper"] is False
+    assert _label(native) == "reduced setting"
     ref = _method("resnet34_imagenet224", transductive=True)
     conv = ref.model.backbone.conv1
     assert (conv.kernel_size, conv.stride) == ((7, 7), (2, 2)) and isinstance(ref.model.backbone.maxpool, nn.MaxPool2d)
     assert sum(len(layer) for layer in (ref.model.backbone.layer1, ref.model.backbone.layer2,
                                         ref.model.backbone.layer3, ref.model.backbone.layer4)) == 3 + 4 + 6 + 3
     assert ref.image_size == 224 and ref.views.size == 224
-    assert ref.setting["comparable_with_paper"] is True
-    assert _method("resnet34_imagenet224", epochs=200, transductive=True).setting["comparable_with_paper"] is False
+    assert _label(ref) == "reference setting"
+    assert _label(_method("resnet34_imagenet224", epochs=200, transductive=True)) == "reduced setting"
     assert _method("auto", channels=1, size=8, dataset="digits").backbone_name == "resnet18_cifar_native"
     assert _method("auto", channels=1, size=28, dataset="mnist").backbone_name == "resnet34_imagenet224"
     ref.model.eval()

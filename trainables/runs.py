@@ -20,11 +20,24 @@ from data import ImagePool, Split, to_training_labels
 from data.augment import AugmentPolicy, Normalizer, augment, fit_normalizer, policy_for, resize, unit_scaler
 from methods import DataInfo, Method, get_method
 from methods.base import InvalidCellError, output_views
+from methods.batchnorm import refresh_statistics
+from methods.presets import describe_setting
 from results_analysis.metrics import accuracy, auroc, open_set_f1, osr_metrics, threshold_at_tpr
-from results_analysis.tables import GRID_FILE, posthoc_records, select_posthoc_cell
+from results_analysis.tables import (
+    ALL_KNOWN_TRAIN_FRACTION,
+    FINAL_TRAIN_FRACTIONS,
+    GRID_FILE,
+    PROTOCOL_TRAIN_FRACTION,
+    TRAIN_FRACTION_KEY,
+    is_threshold_free,
+    posthoc_records,
+    select_posthoc_cell,
+)
 
+# Trial attributes a published setting may pin beyond the method config (methods/presets.py Preset.run).
+RUN_SETTING_KEYS = ("final_train_fraction",)
 # Keys of a trial config that describe the experiment rather than the method's hyperparameters.
-META_KEYS = ("method", "dataset", "splits", "seeds", "search")
+META_KEYS = ("method", "dataset", "splits", "seeds", "search", TRAIN_FRACTION_KEY, "posthoc_cell")
 # Evaluation batch per device type: on a CPU the activations of 1024 images overflow the caches and
 # inference runs 1.3–1.6× slower than at 256 (bench/eval_batch.py); a GPU wants the large batch.
 EVAL_BATCH = {"cpu": 256}
@@ -115,6 +128,8 @@ class Run:
     # Outputs per phase of the current weights: the last epoch's validation outputs are what the final
     # test needs for its thresholds, so they are not computed twice. Cleared whenever weights change.
     _outputs: dict[str, dict[str, dict[str, np.ndarray]]] = field(default_factory=dict, repr=False)
+    # Whether the BatchNorm statistics were brought up to the current weights (``evaluate``).
+    _statistics_current: bool = field(default=False, repr=False)
 
     def train_epoch(self, batch_size: int, epoch: int) -> dict[str, float]:
         device = self.generator.device
@@ -159,6 +174,13 @@ class Run:
             yield x, self.y[part][start : start + size]
 
     def evaluate(self, part: str) -> dict[str, np.ndarray]:
+        if not self._statistics_current:
+            # Before anything reads the model in eval mode (OpenMax's class means included). Once per
+            # weight change: recomputing is deterministic, so a restored checkpoint evaluates the same.
+            method = self.method
+            refresh_statistics(method.batchnorm_networks(), method.batchnorm_forward,
+                               lambda: self.eval_batches("train"))
+            self._statistics_current = True
         self.method.prepare_evaluation(lambda: self.labelled_batches("train"))
         return self.method.evaluate(self.eval_batches(part))
 
@@ -171,8 +193,23 @@ class Run:
     def weights_changed(self) -> None:
         """Forget outputs computed from the previous weights (after training or a checkpoint load)."""
         self._outputs.clear()
+        self._statistics_current = False
 
-    def osr_metrics(self, phase: str, reference: Mapping[str, np.ndarray] | None = None
+    def metric_names(self, phase: str) -> list[str]:
+        """The names ``osr_metrics(phase)`` reports, for weights that cannot be scored: computed from the
+        stand-in outputs the method's ``InvalidCellError`` carries, never from a value to report."""
+        stand_in: dict[str, dict[str, np.ndarray]] = {}
+        for part in ("known", "unknown"):
+            try:
+                stand_in[part] = self.evaluate(f"{phase}_{part}")
+            except InvalidCellError as err:
+                if err.stand_in is None:
+                    raise
+                stand_in[part] = err.stand_in
+        return list(self.osr_metrics(phase, outputs=stand_in)[0])
+
+    def osr_metrics(self, phase: str, reference: Mapping[str, np.ndarray] | None = None,
+                    outputs: Mapping[str, dict[str, np.ndarray]] | None = None
                     ) -> tuple[dict[str, float], dict[str, dict[str, np.ndarray]]]:
         """Metrics on the balanced known/unknown sets of ``phase`` (val or test), all from one place.
 
@@ -180,8 +217,9 @@ class Run:
         chosen on (protocol.md §8.5); without it, ``phase``'s own knowns (validation itself). A
         companion view of the outputs (``<view>/<name>``, e.g. the adversarial method's in-run
         baseline) gets the same metrics as ``<phase>_<view>_<metric>``, and each of them its paired
-        difference from the method's own as ``<phase>_delta_<metric>`` (method − companion)."""
-        outputs = self.outputs(phase)
+        difference from the method's own as ``<phase>_delta_<metric>`` (method − companion). ``outputs``:
+        these instead of the current weights' (``metric_names``)."""
+        outputs = self.outputs(phase) if outputs is None else outputs
         labels = self.y[f"{phase}_known"].cpu().numpy()
         known, unknown = output_views(outputs["known"]), output_views(outputs["unknown"])
         references = known if reference is None else output_views(reference)
@@ -248,8 +286,24 @@ class Run:
         return metrics
 
 
+def training_policy(method_cls: type[Method], config: Any, dataset: str) -> AugmentPolicy | None:
+    """The batch augmentation a run of ``config`` trains with on ``dataset``: its ``aug_mode`` where the
+    config has one, else the method's ``default_aug_mode``."""
+    return policy_for(getattr(config, "aug_mode", method_cls.default_aug_mode), dataset,
+                      getattr(config, "aug_magnitude", 9))
+
+
+def training_indices(split: Split, final_train_fraction: float = PROTOCOL_TRAIN_FRACTION) -> np.ndarray:
+    """The images a run trains on (indices into the pool's training set): the 80% partition
+    ``split.train``, or at 1.0 every known-class training image ``split.train_full`` (a superset of
+    ``train`` ∪ ``val_known``: ``val_known`` is the hold-out after balancing against the unknowns)."""
+    if final_train_fraction not in FINAL_TRAIN_FRACTIONS:
+        raise ValueError(f"{TRAIN_FRACTION_KEY} must be one of {FINAL_TRAIN_FRACTIONS}, got {final_train_fraction!r}")
+    return split.train_full if final_train_fraction == ALL_KNOWN_TRAIN_FRACTION else split.train
+
+
 def build_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBundle, split_id: int, seed: int,
-              device: torch.device) -> Run:
+              device: torch.device, final_train_fraction: float = PROTOCOL_TRAIN_FRACTION) -> Run:
     method_cls = get_method(method_name)
     config = method_cls.Config.from_dict(hparams)
     split = bundle.splits[split_id]
@@ -264,7 +318,7 @@ def build_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBundle, 
         return x[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(device)]
 
     parts = {
-        "train": (train_x, train_y, split.train),
+        "train": (train_x, train_y, training_indices(split, final_train_fraction)),
         "val_known": (train_x, train_y, split.val_known),
         "val_unknown": (train_x, train_y, split.val_unknown),
         "test_known": (test_x, test_y, split.test_known),
@@ -279,7 +333,7 @@ def build_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBundle, 
     generator.manual_seed(run_seed(split_id, seed))
     info = DataInfo(channels=train_x.shape[1], image_size=size, num_known=len(split.known), device=device,
                     dataset=bundle.dataset)
-    policy = policy_for(getattr(config, "aug_mode", method_cls.default_aug_mode), bundle.dataset, getattr(config, "aug_magnitude", 9))
+    policy = training_policy(method_cls, config, bundle.dataset)
     method = method_cls(config, info)
     return Run(
         split=split,
@@ -304,20 +358,24 @@ class TrialRuns:
         self.meta, self.hparams = split_config(config)
         self.method_name = self.meta["method"]
         self.dataset = self.meta["dataset"]
-        self.runs = [
-            build_run(self.method_name, self.hparams, bundle, int(s), int(seed), device)
-            for s in self.meta["splits"]
-            for seed in self.meta.get("seeds", [0])
-        ]
+        # protocol.md §7 is about the open-set splits: other tasks have no such fraction (None).
+        fraction = float(self.meta.get(TRAIN_FRACTION_KEY, PROTOCOL_TRAIN_FRACTION))
+        self.final_train_fraction: float | None = fraction if get_method(self.method_name).task == "osr" else None
+        self.runs = self.build_runs(self.hparams, bundle, device)
         self.config = self.runs[0].method.config
         self.epochs: int = self.config.epochs
         self.batch_size: int = self.config.batch_size
+
+    def build_runs(self, hparams: Mapping[str, Any], bundle: DataBundle, device: torch.device) -> list[Run]:
+        fraction = self.final_train_fraction or PROTOCOL_TRAIN_FRACTION
+        return [build_run(self.method_name, hparams, bundle, int(s), int(seed), device, fraction)
+                for s in self.meta["splits"] for seed in self.meta.get("seeds", [0])]
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """Train every run for one epoch and validate; returns the metrics a trial reports."""
         per_run: dict[str, dict[str, float]] = {}
         grid: dict[str, list[float]] = {}
-        unscorable: list[str] = []
+        unscorable: dict[str, str] = {}  # run key -> why OpenMax could not score it
         for run in self.runs:
             logs = run.train_epoch(self.batch_size, epoch)
             try:
@@ -326,19 +384,20 @@ class TrialRuns:
                 # A half-trained model OpenMax cannot fit (e.g. a class with no correctly classified
                 # training image yet). The final evaluation raises this error; mid-search the epoch is
                 # reported as NaN with the reason, which ASHA and Optuna take as "no information".
-                unscorable.append(f"{run.key}: {err}")
-                per_run[run.key] = dict(logs)
+                unscorable[run.key] = str(err)
+                # Every validation metric stays in the report, NaN: Tune refuses a result without the
+                # objective, and a curve with holes reads as a metric that was never measured.
+                per_run[run.key] = {**logs, **dict.fromkeys(run.metric_names("val"), math.nan)}
                 for cell in run.method.posthoc_cells():
                     grid.setdefault(cell.key, []).append(math.nan)
                 continue
             per_run[run.key] = {**logs, **val}
             for cell in run.method.posthoc_cells():
                 grid.setdefault(cell.key, []).append(_cell_value(run, outputs, cell))
-        result: dict[str, Any] = {**_mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run}
+        result: dict[str, Any] = {**_mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run,
+                                  "val_unscorable_runs": len(unscorable)}
         if unscorable:
-            result["val_auroc"] = math.nan
-            result["val_unscorable_runs"] = len(unscorable)
-            result["unscorable_reason"] = "; ".join(unscorable)
+            result["unscorable_reason"] = "; ".join(f"{key}: {why}" for key, why in unscorable.items())
         if grid:
             result.update(self._grid_report(grid, result["val_auroc"]))
         return result
@@ -350,6 +409,7 @@ class TrialRuns:
         report: dict[str, Any] = {f"posthoc/{key}/val_auroc": v for key, v in means.items()}
         valid = {k: v for k, v in means.items() if math.isfinite(v)}
         report["posthoc_invalid_cells"] = len(means) - len(valid)
+        report["posthoc_best_val_auroc"] = math.nan  # no cell valid: present all the same, like every metric
         if valid:
             best = max(valid, key=lambda k: valid[k])
             report["posthoc_best_cell"] = best
@@ -368,13 +428,7 @@ class TrialRuns:
         grid_rows: list[dict[str, Any]] = []
         for run in self.runs:
             val = run.outputs("val")
-            metrics, outputs = run.osr_metrics("test", reference=val["known"])
-            full = output_views(run.evaluate("test_known_full"))
-            labels = run.y["test_known_full"].cpu().numpy()
-            metrics["test_acc_full"] = accuracy(labels, full[""]["pred"])
-            for view in full.keys() - {""}:
-                metrics[f"test_{view}_acc_full"] = accuracy(labels, full[view]["pred"])
-                metrics["test_delta_acc_full"] = metrics["test_acc_full"] - metrics[f"test_{view}_acc_full"]
+            metrics, outputs = _test_metrics(run, val["known"])
             records += _records(run, "test", metrics)
             frames.append(_score_frame(run, outputs))
             for cell in run.method.posthoc_cells():
@@ -418,10 +472,13 @@ class TrialRuns:
             "dataset": self.dataset,
             "config": self.config.to_dict(),
             "derived": self.derived(),
+            "setting": self.setting(),
             "conventions": self.runs[0].split.convention,
             "status": "finished",
             "records": records,
         }
+        if self.final_train_fraction is not None:
+            final[TRAIN_FRACTION_KEY] = self.final_train_fraction
         if outcome.posthoc:
             final["posthoc"] = outcome.posthoc
         trial_dir.mkdir(parents=True, exist_ok=True)
@@ -433,15 +490,23 @@ class TrialRuns:
         tmp.replace(trial_dir / "final_metrics.json")
         return final
 
+    def setting(self) -> dict[str, Any]:
+        """"reference setting" or "reduced setting" and what differs (methods/presets.py). Run-level
+        values a preset pins (``final_train_fraction``) count only where this trial records them."""
+        method = self.runs[0].method
+        run = {k: getattr(self, k) for k in RUN_SETTING_KEYS if getattr(self, k, None) is not None}
+        return describe_setting(type(method), method.config, method.info, run)
+
     def derived(self) -> dict[str, Any]:
         """Values that follow from the config, written beside it in final_metrics.json."""
-        return _derived(self.config)
+        return self.runs[0].method.derived()
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {
             "epoch": epoch,
+            # cuda_rng: dropout on a GPU draws from the CUDA RNG, not the CPU one (None on a CPU run).
             "runs": {r.key: {"method": r.method.state_dict(), "generator": r.generator.get_state(),
-                             "rng": r.rng_state} for r in self.runs},
+                             "rng": r.rng_state, "cuda_rng": r.cuda_rng_state} for r in self.runs},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> int:
@@ -452,6 +517,7 @@ class TrialRuns:
             run.weights_changed()
             run.generator.set_state(saved["generator"])
             run.rng_state = saved["rng"]
+            run.cuda_rng_state = saved.get("cuda_rng")  # absent from checkpoints written before it was kept
         return int(state["epoch"])
 
 
@@ -461,6 +527,102 @@ class TestOutcome:
     scores: pd.DataFrame
     grid: pd.DataFrame | None = None
     posthoc: dict[str, Any] = field(default_factory=dict)
+
+
+class AllKnownTrialRuns(TrialRuns):
+    """The runs of a final re-run at ``final_train_fraction = 1.0`` (protocol.md §7): every known-class
+    training image is trained on, the validation hold-out included, as the published numbers were.
+
+    Its validation knowns are no longer held out, so no number of it is presented as validation: each
+    epoch's ``val_*`` keys are NaN (Tune's metric stays present; ASHA and Optuna take NaN as "no
+    information") and their trained-on values move to ``trained_on_val_*``, out of every table and curve;
+    the per-epoch post-hoc grid is left out. The test reports only threshold-free metrics, and the
+    post-hoc cell is fixed to the one selected on validation in the 80% runs (``posthoc_cell``) rather
+    than chosen again."""
+
+    TRAINED_ON = "trained_on_"
+
+    def __init__(self, config: Mapping[str, Any], bundle: DataBundle, device: torch.device) -> None:
+        super().__init__(config, bundle, device)
+        if self.final_train_fraction != ALL_KNOWN_TRAIN_FRACTION:
+            raise ValueError(f"{type(self).__name__} is for {TRAIN_FRACTION_KEY} {ALL_KNOWN_TRAIN_FRACTION} "
+                             "on an open-set method")
+        self.posthoc = self._fix_posthoc_cell(self.meta.get("posthoc_cell"), bundle, device)
+
+    def _fix_posthoc_cell(self, key: str | None, bundle: DataBundle, device: torch.device) -> dict[str, Any]:
+        """Scores with the post-hoc cell ``key`` (the method config's own cell where the re-run names
+        none), rebuilding the runs with that cell's values in the config; what final_metrics.json records
+        about it. Post-hoc values do not touch training, so the rebuilt runs train the same."""
+        method = self.runs[0].method
+        cells = {cell.key: cell for cell in method.posthoc_cells()}
+        if not cells:
+            return {}
+        sampled = getattr(method, "sampled_cell", None)
+        own = sampled().key if sampled else None
+        if key is None:
+            if own is None:
+                raise ValueError(f"{self.method_name} has post-hoc cells but no configured one: give posthoc_cell")
+            return {"selected": own, "fixed": True,
+                    "selection": "the config's own cell: the re-run named no cell selected on validation"}
+        if key not in cells:
+            raise ValueError(f"posthoc_cell {key!r} is not a post-hoc cell of {self.method_name} "
+                             f"(e.g. {next(iter(cells))!r})")
+        if key != own:
+            values = dataclasses.asdict(cells[key])
+            unknown = set(values) - {f.name for f in dataclasses.fields(method.config)}
+            if unknown:
+                raise ValueError(f"{self.method_name}'s post-hoc cells set {sorted(unknown)}, which its config lacks")
+            self.hparams = {**self.hparams, **values}
+            self.runs = self.build_runs(self.hparams, bundle, device)
+            self.config = self.runs[0].method.config
+        return {"selected": key, "fixed": True, "selection": "fixed to the cell selected on validation in the 80% runs"}
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        return self.trained_on_validation(super().train_epoch(epoch))
+
+    @classmethod
+    def trained_on_validation(cls, result: Mapping[str, Any]) -> dict[str, Any]:
+        """An epoch report with every validation number renamed ``trained_on_val_*``; the top-level
+        ``val_*`` keys stay, as NaN, for Tune's metric check."""
+        out: dict[str, Any] = {}
+        for key, value in result.items():
+            if key.startswith("posthoc"):
+                continue
+            if key.startswith("val_"):
+                out[key] = math.nan
+                out[cls.TRAINED_ON + key] = value
+            elif key == "runs":
+                out[key] = {run: {(cls.TRAINED_ON + k if k.startswith("val_") else k): v for k, v in values.items()}
+                            for run, values in value.items()}
+            else:
+                out[key] = value
+        return out
+
+    def test(self) -> TestOutcome:
+        """Threshold-free test metrics per run and the per-sample scores; no validation outputs are
+        read (thresholds would come from trained-on images) and no post-hoc grid is scored."""
+        records: list[dict[str, Any]] = []
+        frames = []
+        for run in self.runs:
+            metrics, outputs = _test_metrics(run, None)
+            records += _records(run, "test", {k: v for k, v in metrics.items()
+                                              if is_threshold_free(k.removeprefix("test_"))})
+            frames.append(_score_frame(run, outputs))
+        return TestOutcome(records, pd.concat(frames, ignore_index=True), posthoc=dict(self.posthoc))
+
+
+def _test_metrics(run: Run, reference: Mapping[str, np.ndarray] | None
+                  ) -> tuple[dict[str, float], dict[str, dict[str, np.ndarray]]]:
+    """Test metrics of one run on the balanced sets (thresholds from ``reference``, see ``osr_metrics``)
+    plus accuracy on every known test image, and the balanced sets' outputs."""
+    metrics, outputs = run.osr_metrics("test", reference=reference)
+    full = output_views(run.evaluate("test_known_full"))
+    labels = run.y["test_known_full"].cpu().numpy()
+    metrics["test_acc_full"] = accuracy(labels, full[""]["pred"])
+    for view in full.keys() - {""}:
+        metrics[f"test_{view}_acc_full"] = accuracy(labels, full[view]["pred"])
+        metrics["test_delta_acc_full"] = metrics["test_acc_full"] - metrics[f"test_{view}_acc_full"]
+    return metrics, outputs
 
 
 def _records(run: Run, phase: str, metrics: Mapping[str, float]) -> list[dict[str, Any]]:
@@ -477,15 +639,10 @@ def _cell_value(run: Run, outputs: Mapping[str, Mapping[str, np.ndarray]], cell:
 
 
 def _mean_over_runs(per_run: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    names = set.intersection(*(set(v) for v in per_run.values()))
-    return {n: float(np.mean([v[n] for v in per_run.values()])) for n in sorted(names)}
-
-
-def _derived(config: Any) -> dict[str, Any]:
-    # difair.md §12: log the absolute radius and whether the origin falls inside every hypersphere.
-    if hasattr(config, "radius"):
-        return {"radius": config.radius, "origin_inside_spheres": config.radius_ratio > 1 / math.sqrt(2)}
-    return {}
+    """The mean over runs of every metric any run reports; NaN where some run lacks it (as where some
+    run's value is NaN), so no metric vanishes from a report because one run could not be scored."""
+    names = set().union(*(set(v) for v in per_run.values()))
+    return {n: float(np.mean([v.get(n, math.nan) for v in per_run.values()])) for n in sorted(names)}
 
 
 def _score_frame(run: Run, outputs: Mapping[str, Mapping[str, np.ndarray]]) -> pd.DataFrame:
