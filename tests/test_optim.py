@@ -3,12 +3,14 @@ against every worked value of the §8.2 table, and SGD with decoupled weight dec
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from methods import method_names
 from methods.base import DataInfo
 from methods.difair import Difair, DifairConfig
 from methods.optim import CycleShape, DecoupledSGD, cycle_shape, lr_at_epoch
@@ -185,3 +187,20 @@ def test_method_logs_the_schedule_it_really_ran():
     assert derived["lr_restarts_used"] == 1 and derived["lr_period"] == 2 and derived["warmup_epochs_used"] == 0
     assert derived["radius"] == pytest.approx(0.6 * 10 * math.sqrt(10))
     assert Difair(DifairConfig(), info).derived()["warmup_epochs_used"] == 10
+
+
+@pytest.mark.parametrize("method", sorted(method_names()))
+def test_every_method_derives_what_final_metrics_json_records(method):
+    """``derived`` is written for every trial: it must work for every registered method's defaults
+    (CROSR's StepLR recipe has no warm-up or restarts to derive)."""
+    from data import load_pool
+    from trainables.runs import DataBundle
+    from trainables.tasks import task_splits, trial_runs
+
+    pool = load_pool("digits", "unused")
+    bundle = DataBundle.from_pool(pool, task_splits(pool, method, [0]))
+    runs = trial_runs({"method": method, "dataset": "digits", "splits": [0], "seeds": [0]}, bundle,
+                      torch.device("cpu"))
+    derived = runs.derived()
+    assert isinstance(derived, dict)
+    assert json.loads(json.dumps(derived)) == derived
