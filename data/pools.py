@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import pickle
 import warnings
@@ -107,19 +109,104 @@ def _missing_message(name: str, root: Path, what: str) -> str:
             f"(or --data-root / OSRTUNE_DATA to point at an existing copy)")
 
 
-def check_available(name: str, root: str | os.PathLike, download: bool) -> None:
-    """Cheap presence check (no loading); raises DataMissingError if files are absent and download is off.
+def _damaged_message(name: str, path: Path, problem: str) -> str:
+    return (f"{name} file {path} is corrupted ({problem}): delete it and run again with --download to fetch a fresh "
+            "copy (or point --data-root / OSRTUNE_DATA at a good copy)")
 
-    Raises ValueError for an unknown dataset name. ``digits`` ships with scikit-learn and never raises.
+
+# MNIST's IDX files as published: (images, rows, columns) or (labels,), unsigned bytes after the header.
+_MNIST_SHAPES = {
+    "train-images-idx3-ubyte": (60000, 28, 28),
+    "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10000,),
+}
+_IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the magic number's third byte
+
+
+def idx_problem(path: Path, shape: tuple[int, ...]) -> str | None:
+    """What is wrong with the IDX file ``path`` that should hold unsigned bytes of ``shape``, or None:
+    its magic number, the dimensions its header declares and its size against them. Reads the header only
+    (torchvision reads the whole file and fails with a bare assertion or reshape error)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty"
+    with open(path, "rb") as fh:
+        header = fh.read(4 + 4 * len(shape))
+    kind = "images" if len(shape) == 3 else "labels"
+    expected_magic = (_IDX_UBYTE << 8) | len(shape)
+    if len(header) < 4 or int.from_bytes(header[:4], "big") != expected_magic:
+        found = f"{int.from_bytes(header[:4], 'big'):#010x}" if len(header) >= 4 else f"{size} bytes in all"
+        return (f"not an IDX file of unsigned bytes with {len(shape)} dimensions (magic number {found} instead of "
+                f"{expected_magic:#010x})")
+    if len(header) < 4 + 4 * len(shape):
+        return f"truncated inside its header: {size} bytes"
+    dims = tuple(int.from_bytes(header[4 + 4 * i:8 + 4 * i], "big") for i in range(len(shape)))
+    declared = f"{' × '.join(map(str, dims))} {kind}"
+    if dims != shape:
+        return f"the header says {declared}, MNIST's {path.name.split('-')[0]} file has {' × '.join(map(str, shape))}"
+    need = len(header) + math.prod(dims)
+    if size != need:
+        return f"{'truncated' if size < need else 'too long'}: {size} bytes, its header says {declared} need {need}"
+    return None
+
+
+def _published_md5(name: str) -> dict[str, str]:
+    """MD5 of each file torchvision reads for ``name``, as torchvision itself checks them; empty for the
+    datasets it publishes none for (MNIST's decompressed files are checked by ``idx_problem``)."""
+    if name == "svhn":
+        from torchvision.datasets import SVHN
+
+        return {SVHN.split_list[s][1]: SVHN.split_list[s][2] for s in ("train", "test")}
+    if not name.startswith("cifar"):
+        return {}
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    classes = {"cifar10": [CIFAR10], "cifar100_20": [CIFAR100]}.get(name, [CIFAR10, CIFAR100])  # else cifar+N
+    return {f"{cls.base_folder}/{filename}": md5
+            for cls in classes
+            for filename, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]}
+
+
+@functools.lru_cache(maxsize=64)
+def _md5_matches(path: str, md5: str, size: int, mtime_ns: int) -> bool:
+    # Keyed by size and time too, so a file replaced since is hashed again; the same file checked by the
+    # command line and then by the loader is hashed once.
+    from torchvision.datasets.utils import check_integrity
+
+    return check_integrity(path, md5)
+
+
+def check_available(name: str, root: str | os.PathLike, download: bool) -> None:
+    """Presence and integrity check (no loading); raises DataMissingError naming the first file that is
+    absent (when download is off) or damaged, and how to get a good copy.
+
+    MNIST's IDX files are checked against their headers, also with download on (torchvision does not
+    replace a file that exists); CIFAR and SVHN files against torchvision's published MD5 sums, with
+    download off (with it on, torchvision fetches again what fails its own check). Raises ValueError for
+    an unknown dataset name. ``digits`` ships with scikit-learn and never raises.
     """
     _check_name(name)
+    root = Path(root).expanduser().resolve()
+    if not download:
+        missing = [rel for rel in _required_files(name) if not (root / rel).exists()]
+        if missing:
+            extra = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise DataMissingError(_missing_message(name, root, f"missing {missing[0]}{extra}"))
+    if name == "mnist":
+        for filename, shape in _MNIST_SHAPES.items():
+            path = root / "MNIST" / "raw" / filename
+            problem = idx_problem(path, shape) if path.is_file() else None
+            if problem is not None:
+                raise DataMissingError(_damaged_message(name, path, problem))
     if download:
         return
-    root = Path(root).expanduser().resolve()
-    missing = [rel for rel in _required_files(name) if not (root / rel).exists()]
-    if missing:
-        extra = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise DataMissingError(_missing_message(name, root, f"missing {missing[0]}{extra}"))
+    for rel, md5 in _published_md5(name).items():
+        path = root / rel
+        stat = path.stat()
+        if not _md5_matches(str(path), md5, stat.st_size, stat.st_mtime_ns):
+            raise DataMissingError(_damaged_message(
+                name, path, "its MD5 differs from the one torchvision publishes: truncated or altered"))
 
 
 def load_pool(name: str, root: str | os.PathLike, download: bool = False) -> ImagePool:

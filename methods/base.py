@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -45,11 +46,86 @@ class DataInfo:
 
 
 @dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric config key: each bound open or closed, None when unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    example: float | None = None  # shown for a key whose default (None) shows no valid value
+
+    def contains(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def text(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+_POSITIVE = Range(0, low_open=True)
+_NON_NEGATIVE = Range(0)
+_AT_LEAST_ONE = Range(1)
+_BELOW_ONE = Range(0, 1, high_open=True)  # [0, 1)
+_UP_TO_ONE = Range(0, 1, low_open=True)  # (0, 1]
+
+# The valid range of every numeric key of every method's config, by key name: one table, so that a
+# value out of range is refused naming the key, its range and an example whichever method it belongs to
+# (the methods' own __post_init__ checks stay, for configs built directly). A new numeric key needs an
+# entry here (tests/test_bad_input.py checks every registered method).
+KEY_RANGES: dict[str, Range] = {
+    # optimisation
+    "lr": _POSITIVE, "lr_cls": _POSITIVE, "lr_d": _POSITIVE, "lr_gate": Range(0, low_open=True, example=0.01),
+    "momentum": _BELOW_ONE, "weight_decay": _NON_NEGATIVE, "batch_size": _AT_LEAST_ONE, "epochs": _AT_LEAST_ONE,
+    "warmup_epochs": _NON_NEGATIVE, "restarts": _NON_NEGATIVE, "step_epochs": _AT_LEAST_ONE, "step_gamma": _UP_TO_ONE,
+    "grad_clip": Range(0, low_open=True, example=1.0),
+    # regularisation and augmentation
+    "dropout": _BELOW_ONE, "label_smoothing": _BELOW_ONE, "aug_magnitude": Range(0, 30), "crop_scale_min": _UP_TO_ONE,
+    # difair
+    "features_per_class": _AT_LEAST_ONE, "anchor_multiplier": _POSITIVE, "radius_ratio": _POSITIVE,
+    "smooth_coef": _NON_NEGATIVE, "corr_penalty_weight": _NON_NEGATIVE,
+    # OpenMax head, crosr
+    "tailsize": Range(2), "alpha_rank": _AT_LEAST_ONE, "eu_weight": _NON_NEGATIVE, "prob_threshold": _BELOW_ONE,
+    "latent_channels": _AT_LEAST_ONE, "recon_weight": _NON_NEGATIVE,
+    # adversarial
+    "ce_weight": _UP_TO_ONE, "d_steps": _AT_LEAST_ONE, "d_width": Range(1, example=16),
+    # cd
+    "hidden_dim": _AT_LEAST_ONE, "feature_dim": Range(2), "tau_instance": _POSITIVE, "tau_feature": _POSITIVE,
+    "entropy_weight": _NON_NEGATIVE,
+    # clustnet
+    "n_experts": _AT_LEAST_ONE, "enc_layers": Range(2), "enc_channels": _AT_LEAST_ONE, "enc_kernel": _AT_LEAST_ONE,
+    "repr_size": _AT_LEAST_ONE, "gate_layers": _AT_LEAST_ONE, "gate_width": _AT_LEAST_ONE,
+    "batch_period": _NON_NEGATIVE, "balance_weight": _NON_NEGATIVE,
+}
+# Where a method's range of a shared key differs, by config class (inherited by its subclasses).
+CLASS_KEY_RANGES: dict[str, dict[str, Range]] = {
+    "AdversarialConfig": {"batch_size": Range(2)},  # each classifier gets half of a batch
+    "CDConfig": {"batch_size": Range(2)},  # InfoNCE needs a second image
+}
+# What PyYAML (YAML 1.1) leaves a string but YAML 1.2 reads as a float: exponents without a dot or sign.
+_YAML12_EXPONENT_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
+
+
+def key_range(config_cls: type, key: str) -> Range | None:
+    """The valid range of numeric config key ``key`` of ``config_cls``; None for a key without one."""
+    for klass in config_cls.__mro__:
+        found = CLASS_KEY_RANGES.get(klass.__name__, {}).get(key)
+        if found is not None:
+            return found
+    return KEY_RANGES.get(key)
+
+
+@dataclass(frozen=True)
 class MethodConfig:
     """Base of every method's frozen config. Defaults are the published ones; unknown keys are rejected."""
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> MethodConfig:
+        """The config of ``values`` (YAML, JSON, Optuna). A wrong value raises ValueError naming the key,
+        what it must be (its type and valid range) and an example."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
@@ -57,8 +133,21 @@ class MethodConfig:
                 f"unknown {cls.__name__} keys {unknown}; valid keys: {', '.join(sorted(fields))}"
             )
         hints = typing.get_type_hints(cls)
-        coerced = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
-        return cls(**coerced)
+        coerced = {}
+        for key, value in values.items():
+            try:
+                coerced[key] = _coerce(value, hints[key])
+            except _Refused as refused:
+                raise ValueError(_refusal(cls, key, hints[key], value, finite=refused.finite)) from None
+            rng = key_range(cls, key)
+            number = coerced[key]
+            if (rng is not None and isinstance(number, int | float) and not isinstance(number, bool)
+                    and not rng.contains(number)):
+                raise ValueError(_refusal(cls, key, hints[key], number))
+        try:
+            return cls(**coerced)
+        except ValueError as err:  # a method's own check (a choice, or keys that must agree)
+            raise ValueError(_explain(cls, coerced, err)) from None
 
     def to_dict(self) -> dict[str, Any]:
         # Lists, not tuples: YAML's safe dumper and JSON round-trip lists only.
@@ -69,24 +158,100 @@ class MethodConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
+class _Refused(Exception):
+    """A value of the wrong type for its key (``finite``: a number, but NaN or infinite)."""
+
+    def __init__(self, finite: bool = False) -> None:
+        super().__init__()
+        self.finite = finite
+
+
+def _coerce(value: Any, hint: Any) -> Any:
     # YAML and Optuna hand back ints for floats and numpy scalars; keep configs plain Python.
     if isinstance(value, np.generic):
         value = value.item()
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) and type(None) in args:
-        return None if value is None else _coerce(key, value, next(a for a in args if a is not type(None)))
+        return None if value is None else _coerce(value, next(a for a in args if a is not type(None)))
     if typing.get_origin(hint) is tuple:
         if not isinstance(value, list | tuple):
-            raise ValueError(f"config key {key!r} must be a list, got {value!r}")
-        return tuple(_coerce(key, v, args[0]) for v in value)
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+            raise _Refused
+        return tuple(_coerce(v, args[0]) for v in value)
+    if hint is float:
+        if isinstance(value, str) and _YAML12_EXPONENT_FLOAT.fullmatch(value.strip()):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Refused
+        if not math.isfinite(value):  # NaN passes every `x <= 0` check a method makes
+            raise _Refused(finite=True)
         return float(value)
-    if hint is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if hint in (int, float, str, bool) and not isinstance(value, hint):
-        raise ValueError(f"config key {key!r} must be {hint.__name__}, got {value!r}")
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Refused
+        return value
+    if hint in (str, bool) and not isinstance(value, hint):
+        raise _Refused
     return value
+
+
+def _expected(cls: type, key: str, hint: Any) -> str:
+    """What a value of ``key`` must be: its type, and for a number its range."""
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else hint
+    if typing.get_origin(base) is tuple:
+        text = f"a list of {typing.get_args(base)[0].__name__}"
+    elif base is bool:
+        text = "true or false"
+    else:
+        rng = key_range(cls, key) if base in (int, float) else None
+        text = getattr(base, "__name__", str(base)) + (f" {rng.text()}" if rng is not None else "")
+    return text + (" or null" if optional else "")
+
+
+def _example(cls: type, key: str) -> str:
+    """``key: value`` as a config file spells it: the key's default, or its range's example."""
+    value = next(f.default for f in dataclasses.fields(cls) if f.name == key)
+    rng = key_range(cls, key)
+    if (value is None or value is dataclasses.MISSING) and rng is not None and rng.example is not None:
+        value = rng.example
+    return f"{key}: {_yaml_value(value)}"
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None or value is dataclasses.MISSING:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return f"[{', '.join(_yaml_value(v) for v in value)}]"
+    return str(value)
+
+
+def _refusal(cls: type, key: str, hint: Any, value: Any, finite: bool = False) -> str:
+    expected = ("a finite " if finite else "") + _expected(cls, key, hint)
+    return f"config key {key!r} must be {expected}, e.g. {_example(cls, key)}; got {value!r}"
+
+
+def _explain(cls: type, values: dict[str, Any], err: ValueError) -> str:
+    """``err`` of a method's own check, led by the key it is about and followed by an example: the key
+    whose value alone (the others at their defaults) fails the same way, else the first that fails alone."""
+    failing: dict[str, str] = {}
+    for key, value in values.items():
+        try:
+            cls(**{key: value})
+        except ValueError as alone:
+            failing[key] = str(alone)
+    if not failing:
+        return str(err)  # only the combination is wrong: the check's message names the keys
+    key = next((k for k, m in failing.items() if m == str(err)),
+               next((k for k in failing if k in str(err)), next(iter(failing))))
+    return f"config key {key!r}: {err}; e.g. {_example(cls, key)}"
+
+
+LR_SCHEDULES = ("cosine_restarts", "cosine_restarts_reference")
 
 
 @dataclass(frozen=True)
@@ -110,10 +275,11 @@ class TrainRecipe(MethodConfig):
     def __post_init__(self) -> None:
         if self.backbone not in ("auto", *BACKBONES):
             raise ValueError(f"backbone must be auto, {', '.join(BACKBONES)}; got {self.backbone!r}")
-        if self.lr_schedule not in ("cosine_restarts", "cosine_restarts_reference"):
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}")
         if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1 or self.warmup_epochs < 0:
-            raise ValueError("lr must be > 0, batch_size and epochs >= 1, warmup_epochs >= 0")
+            raise ValueError(f"lr must be > 0, batch_size and epochs >= 1, warmup_epochs >= 0; got lr {self.lr}, "
+                             f"batch_size {self.batch_size}, epochs {self.epochs}, warmup_epochs {self.warmup_epochs}")
 
 
 class Method(abc.ABC):

@@ -60,8 +60,11 @@ def _run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise _UsageError(f"--out {out}: exists and is not a folder")
 
-    df = load_experiment(results_dir)
-    curves = load_curves(results_dir)
+    skipped: list[str] = []
+    df = load_experiment(results_dir, skipped)
+    curves = load_curves(results_dir, [])  # the same trials: skipped once is enough
+    for message in skipped:
+        print(f"results_analysis: warning: {' '.join(message.split())}", file=sys.stderr)
 
     val_metrics = sorted(df.loc[(df["phase"] == "val") & (df["status"] == "finished"), "metric"].unique())
     if args.metric is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,15 @@ COLUMNS = ["trial_id", "method", "dataset", "status", "config", "split", "seed",
 FINAL_FILE = "final_metrics.json"
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
-ERROR_FILES = ("error.txt", "error.pkl")
+# Tune's files of a trial it ended as errored, and the trial's own (trainables/trial.py): an exception of
+# the trial's code ends it without Tune seeing an error, so that it is not retried.
+TRIAL_ERROR_FILE = "trial_error.txt"
+ERROR_FILES = ("error.txt", "error.pkl", TRIAL_ERROR_FILE)
+# The key of a trial's last report when its own code raised: the one-line reason.
+TRIAL_ERROR_KEY = "trial_error"
+# final_metrics.json "status": tested, or a final model the method cannot score (no metric, a "reason").
+FINISHED = "finished"
+UNSCORABLE = "unscorable"
 
 # Column order in reports: the protocol's main metrics first, the rest alphabetically.
 METRIC_ORDER = (
@@ -153,14 +162,17 @@ def _load_trial(folder: Path) -> _Trial:
             # Part of the group key, so its numbers never share a mean with the 80% runs' (an unfinished
             # trial has it in params.json already).
             config = {**config, TRAIN_FRACTION_KEY: fraction}
+        status = str(final.get("status", FINISHED))
         return _Trial(
             folder=folder,
             trial_id=str(final.get("trial_id") or _trial_id_from(results, folder)),
-            status=str(final.get("status", "finished")),
+            status=status,
             method=final.get("method", params.get("method")),
             dataset=final.get("dataset", params.get("dataset")),
             config=config if isinstance(config, dict) else {},
-            records=final["records"],
+            # An unscorable final model has no test metric: like a stopped trial it contributes its last
+            # validation values, under its own status, which no summary averages in by default.
+            records=final["records"] if status == FINISHED else None,
             results=results,
         )
 
@@ -204,8 +216,29 @@ def _trial_folders(path: Path) -> list[Path]:
     return folders
 
 
-def _load_trials(path: str | Path) -> list[_Trial]:
-    trials = [_load_trial(f) for f in _trial_folders(Path(path))]
+class SkippedTrialWarning(UserWarning):
+    """A trial whose files cannot be read (a half-written final_metrics.json) was left out."""
+
+
+def _load_trials(path: str | Path, skipped: list[str] | None = None) -> list[_Trial]:
+    """Every readable trial. An unreadable one is left out, with a message appended to ``skipped`` (a
+    SkippedTrialWarning when None): a trial whose writer died must not hide the others. Raises
+    ExperimentError when no trial is readable."""
+    trials, problems = [], []
+    for folder in _trial_folders(Path(path)):
+        try:
+            trials.append(_load_trial(folder))
+        except ExperimentError as err:
+            problems.append((folder.name, str(err)))
+    if not trials:
+        more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise ExperimentError(f"{path}: no readable trial ({problems[0][0]}: {problems[0][1]}{more})")
+    for name, problem in problems:
+        message = f"skipped trial {name}: {problem}; it is left out of the summary"
+        if skipped is None:
+            warnings.warn(message, SkippedTrialWarning, stacklevel=3)
+        else:
+            skipped.append(message)
     # An experiment is normally one method on one dataset. If params.json of an unfinished
     # trial does not name them, borrow them from the finished trials when those agree, so
     # that its rows group with the rest instead of under a blank name.
@@ -259,18 +292,19 @@ def _value(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def load_experiment(path: str | Path) -> pd.DataFrame:
+def load_experiment(path: str | Path, skipped: list[str] | None = None) -> pd.DataFrame:
     """The tidy table of an experiment folder ``<storage_path>/<name>``.
 
     Columns: trial_id, method, dataset, status, config (canonical JSON string), split (int),
     seed (int), phase, metric, value. Finished trials contribute the records of their
-    ``final_metrics.json``; stopped and errored trials contribute the per-run validation values
-    of their last report in ``result.json`` (phase "val").
+    ``final_metrics.json``; stopped, errored and unscorable (a final model that could not be scored)
+    trials contribute the per-run validation values of their last report in ``result.json`` (phase "val").
 
-    Raises ExperimentError if the folder is missing, holds no trial, or a file is unreadable.
+    A trial whose files cannot be read is left out, saying so in ``skipped`` (else a warning).
+    Raises ExperimentError if the folder is missing or holds no readable trial, or a record is malformed.
     """
     rows: list[tuple[Any, ...]] = []
-    for t in _load_trials(path):
+    for t in _load_trials(path, skipped):
         key = config_key(t.config)
         head = (t.trial_id, t.method, t.dataset, t.status, key)
         if t.records is not None:
@@ -297,16 +331,18 @@ def load_experiment(path: str | Path) -> pd.DataFrame:
     return df.astype({"split": "int64", "seed": "int64", "value": "float64"})
 
 
-def load_curves(path: str | Path) -> pd.DataFrame:
+def load_curves(path: str | Path, skipped: list[str] | None = None) -> pd.DataFrame:
     """Per-epoch validation curves from every trial's ``result.json``.
 
     Columns: trial_id, status, config, training_iteration, metric, value, where value is the
     top-level ``val_<metric>`` a trial reported (the mean over its splits, what the scheduler saw).
     """
     rows = []
-    for t in _load_trials(path):
+    for t in _load_trials(path, skipped):
         key = config_key(t.config)
         for i, row in enumerate(t.results):
+            if row.get(TRIAL_ERROR_KEY):
+                continue  # the report of an error, not of an epoch: its values are NaN stand-ins
             it = row.get("training_iteration", i + 1)
             for k, v in row.items():
                 if k.startswith("val_") and _is_number(v):
@@ -396,8 +432,8 @@ def summarize(
     n_runs, n_splits, rank, then ``mean_split<k>`` per split. ``rank`` orders configs within a
     (method, dataset) by their mean validation ``rank_metric`` (never by test values); rows are
     sorted best config first. A NaN run makes the mean NaN rather than being skipped, so a
-    diverged run cannot flatter a config. Unfinished (stopped/errored) trials are left out unless
-    ``include_unfinished``; they have validation values only.
+    diverged run cannot flatter a config. Unfinished (stopped/errored/unscorable) trials are left out
+    unless ``include_unfinished``; they have validation values only.
     """
     sel = df[df["phase"] == phase]
     if not include_unfinished:

@@ -6,7 +6,11 @@ line naming the problem and the fix, and exit status 2 (UsageError)."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -136,6 +140,61 @@ def check_address(address: str) -> None:
     if not ADDRESS.fullmatch(address):
         raise UsageError(f"--address {address!r}: give 'auto' (the cluster this machine belongs to), HOST:PORT or "
                          "ray://HOST:PORT")
+    if address != "auto" and not 0 < int(address.rsplit(":", 1)[1]) < 65536:
+        raise UsageError(f"--address {address}: a port is 1-65535 (Ray's default head port is 6379)")
+
+
+# ray.init retries an address nobody answers at for minutes, silently: this bounds the wait instead.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Resolve HOST and open a TCP connection to HOST:PORT (Ray's GCS, or its client server for
+    ray://) within ``timeout`` seconds; 'auto' is left to Ray, which finds the cluster by itself."""
+    if address == "auto":
+        return
+    host, port = address.removeprefix("ray://").rsplit(":", 1)
+    reason = _connect(host, int(port), timeout)
+    if reason is not None:
+        raise UsageError(f"--address {address}: cannot reach {host}:{port} ({reason}); check the head node's "
+                         "address and port, or drop --address to start Ray here")
+
+
+def _connect(host: str, port: int, timeout: float) -> str | None:
+    """None when a connection opened, else why not. The name lookup has no timeout of its own: it runs in
+    a daemon thread that is abandoned (never waited for) when it outlasts ``timeout``."""
+    deadline = time.monotonic() + timeout
+    found: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as err:
+            found.append(err)
+
+    thread = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not found:
+        return f"no answer to the name lookup of {host} within {timeout:g} s"
+    if isinstance(found[0], Exception):
+        err = found[0]
+        return f"unknown host: {getattr(err, 'strerror', None) or err}"
+    reason = f"no answer within {timeout:g} s"
+    for family, kind, proto, _, sockaddr in found[0]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(left)
+                sock.connect(sockaddr)
+            return None
+        except TimeoutError:
+            reason = f"no answer within {timeout:g} s"
+        except OSError as err:
+            reason = err.strerror or str(err)
+    return reason
 
 
 def storage_path(text: str | None) -> str:
@@ -184,11 +243,58 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise UsageError(f"--config {path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(doc, dict) or not {"method", "dataset", "config"} <= set(doc) or not isinstance(doc["config"], dict):
         raise UsageError(f"--config {path}: expected a mapping with keys method, dataset, config (as written by --export)")
+    if not isinstance(doc["method"], str) or not isinstance(doc["dataset"], str):
+        raise UsageError(f"--config {path}: method and dataset must be names such as softmax and digits, got "
+                         f"{doc['method']!r} and {doc['dataset']!r}")
     return doc
 
 
-def _fill_from_experiment(args: argparse.Namespace) -> None:
-    """--resume rebuilds the experiment as it was started; flags that would change it must agree."""
+def given_flags(argv: list[str]) -> set[str]:
+    """The flags (argparse dests) a command line sets itself, as opposed to their defaults."""
+    parser = build_parser()
+    for action in parser._actions:  # argparse has no public way to tell a default from a given value
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+# What a resumed experiment keeps from its start, by flag: Tune restores its searcher, scheduler,
+# trial resources and failure policy from its own saved state, so a changed value would be silently
+# ignored. Each maps the flag's value to experiment.yaml's form (None: the flag itself cannot be given).
+RESUME_FIXED: dict[str, Any] = {
+    "method": lambda v, doc: v,
+    "dataset": lambda v, doc: v,
+    "splits": lambda v, doc: v if v.strip() == "all" else sorted({int(s) for s in v.split(",") if s.strip()}),
+    "seeds": lambda v, doc: [doc["seeds"][0] + i for i in range(v)],
+    "seed": lambda v, doc: v,
+    "num_samples": lambda v, doc: v,
+    "max_epochs": lambda v, doc: v,
+    "metric": lambda v, doc: v,
+    "searcher": lambda v, doc: v,
+    "scheduler": lambda v, doc: v,
+    "cpus_per_trial": lambda v, doc: float(v),
+    "gpus_per_trial": lambda v, doc: parse_gpus(v),
+    "max_concurrent": lambda v, doc: v,
+    "max_failures": lambda v, doc: v,
+    "optuna_storage": lambda v, doc: v,
+    "config": None,
+    "preset": None,
+    "final_train_fraction": None,
+}
+
+
+def _saved_value(key: str, doc: dict[str, Any]) -> Any:
+    if key == "seed":
+        return doc["seeds"][0]
+    return doc.get(key, KeyError)
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _fill_from_experiment(args: argparse.Namespace, given: set[str]) -> dict[str, Any]:
+    """--resume rebuilds the experiment as it was started (experiment.yaml); a flag that would change
+    it is refused, all of them in one line. Returns the saved experiment."""
     if not args.name:
         raise UsageError("--resume needs --name: the name of the experiment folder to continue")
     experiment = storage.join(storage_path(args.storage_path), args.name)
@@ -196,16 +302,36 @@ def _fill_from_experiment(args: argparse.Namespace) -> None:
         doc = yaml.safe_load(storage.read_text(storage.join(experiment, EXPERIMENT_FILE)))
     except (storage.StorageError, yaml.YAMLError):
         raise UsageError(f"--resume: no osrtune experiment at {experiment}; check --name and --storage-path") from None
-    for key in ("method", "dataset"):
-        given = getattr(args, key)
-        if given and given != doc[key]:
-            raise UsageError(f"--resume: experiment {args.name} is {key} {doc[key]!r}, not {given!r}")
-        setattr(args, key, doc[key])
+    changed = []
+    for key in sorted(given & set(RESUME_FIXED), key=list(RESUME_FIXED).index):
+        to_saved, saved = RESUME_FIXED[key], _saved_value(key, doc)
+        if key == "splits" and to_saved is not None and getattr(args, key).strip() == "all":
+            continue  # 'all' names every split of the dataset, which is what any saved list is checked against
+        if to_saved is None or saved is KeyError or to_saved(getattr(args, key), doc) != saved:
+            was = "" if to_saved is None or saved is KeyError else f" (it ran with {_shown(key, saved, doc)})"
+            changed.append(f"{_flag(key)}{was}")
+    if changed:
+        raise UsageError(f"--resume continues experiment {args.name} as it was started, and these cannot change: "
+                         f"{', '.join(changed)}; drop them, or start a new experiment under another --name")
+    args.method, args.dataset = doc["method"], doc["dataset"]
     args.splits = ",".join(map(str, doc["splits"]))
     args.seeds, args.seed = len(doc["seeds"]), doc["seeds"][0]
     args.max_epochs, args.metric, args.num_samples = doc["max_epochs"], doc["metric"], doc["num_samples"]
+    for key in ("searcher", "scheduler", "cpus_per_trial", "max_concurrent", "max_failures", "optuna_storage"):
+        setattr(args, key, doc.get(key, getattr(args, key)))
+    args.gpus_per_trial = str(doc.get("gpus_per_trial", args.gpus_per_trial))
     args.data_root = args.data_root or doc["data_root"]
-    args.checkpoint_every = doc.get("checkpoint_every", args.checkpoint_every)
+    args.checkpoint_every = args.checkpoint_every if "checkpoint_every" in given else doc.get(
+        "checkpoint_every", args.checkpoint_every)
+    return doc
+
+
+def _shown(key: str, saved: Any, doc: dict[str, Any]) -> str:
+    if key == "splits":
+        saved = ",".join(map(str, saved))
+    elif key == "seeds":
+        saved = len(saved)
+    return f"{_flag(key)} {saved}"
 
 
 def objective_mode(metric: str) -> str:
@@ -233,6 +359,15 @@ def check_metric(metric: str, method_cls: type[Method]) -> None:
     if method_cls.task == "osr" and (gate or kmeans):
         raise UsageError(f"--metric {metric} is a clustering metric; {method_cls.name} is judged by val_auroc, "
                          "val_acc, val_oscr, …")
+    if method_cls.task == "osr" and name not in catalogue.OSR_METRICS:
+        # Every open-set method reports OSR_METRICS (tests/test_metric_catalogue.py); anything else is
+        # checked against what an epoch of the method really reports.
+        from trainables.tasks import reported_metrics
+
+        reported = sorted(m for m in reported_metrics(method_cls.name) if m.startswith("val_"))
+        if metric not in reported:
+            raise UsageError(f"--metric {metric}: {method_cls.name} does not report it; its validation metrics are "
+                             f"{', '.join(reported)}")
 
 
 def final_train_fraction(flag: float | None, doc: dict[str, Any] | None, rerun: bool,
@@ -267,14 +402,19 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
     fixed: dict[str, Any] | None = None
     doc: dict[str, Any] | None = None
     method, dataset = args.method, args.dataset
+    saved: dict[str, Any] | None = None
     if args.resume:
-        _fill_from_experiment(args)
+        saved = _fill_from_experiment(args, given_flags(argv))
         method, dataset = args.method, args.dataset
     if args.config:
         doc = load_config_file(args.config)
         if method and method != doc["method"] or dataset and dataset != doc["dataset"]:
             raise UsageError(f"--config {args.config} is for {doc['method']} on {doc['dataset']}: drop --method/--dataset")
         method, dataset, fixed = doc["method"], doc["dataset"], dict(doc["config"])
+    if saved is not None and saved.get("fixed_config") is not None:
+        # A re-run resumes as a re-run: its report averages every (split, seed) run of the fixed config.
+        fixed = dict(saved["fixed_config"])
+        doc = {TRAIN_FRACTION_KEY: saved[TRAIN_FRACTION_KEY]} if saved.get(TRAIN_FRACTION_KEY) else None
     if args.preset and (args.config or args.resume):
         raise UsageError("--preset re-trains a published setting: drop --config/--resume")
     if not method:
@@ -292,7 +432,13 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         raise UsageError(f"{dataset} has no open-set class splits (a clustering benchmark): use it with "
                          f"{', '.join(n for n in method_names() if get_method(n).task == 'clustering')}")
     metric = args.metric or method_cls.objective
-    check_metric(metric, method_cls)
+    try:
+        check_metric(metric, method_cls)
+    except UsageError as err:
+        if args.resume:  # an experiment from before this check: its searcher and scheduler hold the objective
+            raise UsageError(f"--resume: experiment {args.name} cannot continue, it was started with {err}; start "
+                             "the search again under a new --name") from None
+        raise
     if args.num_samples is not None and args.num_samples <= 0:
         raise UsageError(f"--num-samples must be positive, got {args.num_samples}")
     if args.max_epochs is not None and args.max_epochs <= 0:
@@ -325,9 +471,10 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         if args.max_epochs:
             fixed["epochs"] = args.max_epochs
         try:
-            method_cls.Config.from_dict(fixed)
+            parsed = method_cls.Config.from_dict(fixed).to_dict()
         except (ValueError, TypeError) as err:
             raise UsageError(f"{source}: {err}") from None
+        fixed = {k: parsed[k] for k in fixed}  # as the method reads them: PyYAML leaves 1e-3 a string
         max_epochs = int(fixed.get("epochs", method_cls.Config().epochs))
         n_seeds = args.seeds or method_cls.rerun_seeds(dataset)
     else:
@@ -365,6 +512,22 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         raise UsageError(f"--resume: no experiment {request.experiment_path}; check --name and --storage-path")
     if exists and not request.resume:
         raise UsageError(f"experiment {request.experiment_path} exists: pass --resume to continue it, or another --name")
-    if request.export is not None and not request.export.parent.is_dir():
-        raise UsageError(f"--export {request.export}: folder {request.export.parent} does not exist")
+    if request.export is not None:
+        check_export(request.export)
+    try:
+        storage.check_writable(request.experiment_path)
+    except storage.StorageError as err:
+        raise UsageError(f"--storage-path {where}: {err}") from None
+    if request.address:
+        check_reachable(request.address)
     return request
+
+
+def check_export(path: Path) -> None:
+    """The export is written after the whole search: a target that cannot take it must fail now."""
+    if path.is_dir():
+        raise UsageError(f"--export {path}: is a folder; give a file name such as {path / 'best.yaml'}")
+    if not path.parent.is_dir():
+        raise UsageError(f"--export {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # it is written beside and renamed over the target
+        raise UsageError(f"--export {path}: no permission to write it; give a file in a folder you can write to")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
 import ray
 import yaml
-from ray import tune
+from ray import cloudpickle, tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
@@ -17,6 +19,7 @@ from data import DataMissingError, load_pool
 from results_analysis.tables import ALL_KNOWN_TRAIN_FRACTION, TRAIN_FRACTION_KEY
 from search import storage
 from search.cli import EXPERIMENT_FILE, Request, UsageError
+from search.epoch_logs import epoch_loggers
 from search.optuna_search import PruningAwareOptunaSearch, make_sampler, make_storage
 from spaces import get_space
 from trainables.runs import DataBundle
@@ -27,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What the workers of a joined cluster need of the project: its code and the split files, not the
 # environment, downloaded data or results (.gitignore already keeps most of those out).
 SHIPPED_EXCLUDES = [".git", ".venv", "results", "bench/out", "*.db"]
+# The Ray session folders of the local instances this experiment's drivers started, one per line.
+RAY_SESSIONS_FILE = "ray_sessions.txt"
 # The driver's autoscaler config on a `ray up` head: the node types the cluster can still add.
 AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml").expanduser()
 
@@ -38,22 +43,21 @@ def worker_env() -> dict[str, str]:
     return {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")}
 
 
-def start_ray(request: Request) -> bool:
-    """Joins the given cluster or starts a local Ray; True when this process started it."""
+def start_ray(request: Request) -> Any:
+    """Joins the given cluster or starts a local Ray; Ray's context when this process connected it
+    (it then shuts it down), None when Ray was already running in this process."""
     if ray.is_initialized():
-        return False
+        return None
     if request.address:
         # Workers on other nodes do not see this process's PYTHONPATH: ship the project to them.
         runtime_env = {"working_dir": str(ROOT), "excludes": SHIPPED_EXCLUDES, "env_vars": worker_env()}
         try:
-            ray.init(address=request.address, log_to_driver=True, runtime_env=runtime_env)
+            return ray.init(address=request.address, log_to_driver=True, runtime_env=runtime_env)
         except (ConnectionError, RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UsageError(f"--address {request.address}: cannot join that Ray cluster ({first})") from None
-        return True
     # "local": not a `ray start` cluster that may run on this machine.
-    ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": worker_env()})
-    return True
+    return ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": worker_env()})
 
 
 def node_capacities(autoscaler_config: Path = AUTOSCALER_CONFIG) -> list[dict[str, float]]:
@@ -117,6 +121,7 @@ def _run_config(request: Request) -> tune.RunConfig:
         # Trials write final_metrics.json and test_scores.parquet in their working folder; without
         # artifact syncing Ray would leave them in the node's session folder, not in storage_path.
         sync_config=tune.SyncConfig(sync_artifacts=True),
+        callbacks=epoch_loggers(),  # each epoch once in a trial's records, across resumes
         verbose=1,
     )
 
@@ -200,7 +205,11 @@ def write_experiment_file(request: Request) -> None:
         "searcher": request.searcher, "scheduler": request.scheduler, "data_root": str(request.data_root),
         "rerun": request.fixed_config is not None, "checkpoint_every": request.checkpoint_every,
         TRAIN_FRACTION_KEY: request.final_train_fraction,
-        "command": "python search/run.py " + " ".join(request.argv),
+        # Also fixed for a resume (search/cli.py RESUME_FIXED): Tune restores them from its own state.
+        "cpus_per_trial": request.cpus_per_trial, "gpus_per_trial": request.gpus_per_trial,
+        "max_concurrent": request.max_concurrent, "max_failures": request.max_failures,
+        "optuna_storage": request.optuna_storage, "fixed_config": request.fixed_config,
+        "command": shlex.join(["python", "search/run.py", *request.argv]),  # pastes back as it ran
     }
     try:
         storage.write_text(storage.join(request.experiment_path, EXPERIMENT_FILE), yaml.safe_dump(doc, sort_keys=False))
@@ -208,7 +217,41 @@ def write_experiment_file(request: Request) -> None:
         raise UsageError(f"--storage-path {err}") from None
 
 
-def run_experiment(request: Request) -> tune.ResultGrid:
+def record_ray_session(request: Request, session_dir: str) -> None:
+    """Appends the session folder of the Ray instance this driver started to RAY_SESSIONS_FILE: a driver
+    killed with SIGKILL leaves a few of its processes behind, and this names them (README)."""
+    path = storage.join(request.experiment_path, RAY_SESSIONS_FILE)
+    try:
+        before = storage.read_text(path) if storage.exists(path) else ""
+        storage.write_text(path, before + session_dir + "\n")
+    except storage.StorageError as err:
+        raise UsageError(f"--storage-path {err}") from None
+
+
+def reconcile_saved_search(experiment: Path) -> None:
+    """Makes the count of trials Tune's saved search generator has created match the trials its saved
+    experiment state holds. Tune copies its state files into the experiment folder in the background
+    while it goes on saving, so a driver killed mid-copy can leave a generator that counts a trial the
+    saved trial list lacks: restored as is, Tune never creates that trial and the experiment cannot
+    finish, however often it is resumed. Reads and writes Tune's private state files (Ray is pinned)."""
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    generators = sorted(experiment.glob("search_gen_state-*.json"))
+    if not states or not generators:
+        return  # a re-run (no searcher) or nothing saved yet
+    trials = len(json.loads(states[-1].read_text()).get("trial_data", []))
+    with generators[-1].open("rb") as f:
+        saved = cloudpickle.load(f)
+    if saved.get("counter", trials) == trials:
+        return
+    saved["counter"] = trials
+    saved["finished"] = trials >= saved.get("total_samples", trials)
+    partial = generators[-1].with_name(f".{generators[-1].name}.partial")
+    with partial.open("wb") as f:
+        cloudpickle.dump(saved, f)
+    os.replace(partial, generators[-1])
+
+
+def run_experiment(request: Request, ray_session: str | None = None) -> tune.ResultGrid:
     # Save Tune's experiment state after every event rather than every ≥10 s: a driver killed at any
     # moment then resumes without re-running a trial that had already finished.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
@@ -217,6 +260,8 @@ def run_experiment(request: Request) -> tune.ResultGrid:
     if request.resume:
         if not tune.Tuner.can_restore(request.experiment_path):
             raise UsageError(f"--resume: {request.experiment_path} holds no Tune state to resume")
+        if not request.is_remote_storage:
+            reconcile_saved_search(Path(request.experiment_path))
         tuner = tune.Tuner.restore(request.experiment_path, trainable, resume_errored=True)
     else:
         if request.optuna_storage:
@@ -227,4 +272,6 @@ def run_experiment(request: Request) -> tune.ResultGrid:
                 raise UsageError(f"--optuna-storage {request.optuna_storage}: cannot open it ({first})") from None
         write_experiment_file(request)
         tuner = rerun_tuner(request, bundle) if request.fixed_config is not None else search_tuner(request, bundle)
+    if ray_session is not None:
+        record_ray_session(request, ray_session)
     return tuner.fit()

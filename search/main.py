@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -20,12 +21,14 @@ def execute(request: Request) -> int:
     from search.experiment import check_placement, run_experiment, start_ray
     from search.report import collect
 
-    started = start_ray(request)
+    context = start_ray(request)
+    # Only a local instance is this experiment's own (a joined cluster outlives its drivers).
+    session = context.address_info["session_dir"] if context is not None and not request.address else None
     try:
         check_placement(request)
-        grid = run_experiment(request)
+        grid = run_experiment(request, ray_session=session)
     finally:
-        if started:
+        if context is not None:
             ray.shutdown()
     with tempfile.TemporaryDirectory(prefix="osrtune-") as scratch:
         local_copy = None
@@ -36,6 +39,10 @@ def execute(request: Request) -> int:
                 print(f"error: the search ran, but its results cannot be read back: {err}", file=sys.stderr)
                 return 1
         return report(request, collect(grid, request.metric, request.mode, request.max_epochs, local_copy))
+
+
+# Statuses of the trials a --resume continues (search/report.py collect).
+INTERRUPTED = ("interrupted", "not started")
 
 
 def report(request: Request, outcomes: list[TrialOutcome]) -> int:
@@ -49,21 +56,32 @@ def report(request: Request, outcomes: list[TrialOutcome]) -> int:
         summary.chosen = [best] if best else []
     expected = request.num_samples if request.fixed_config is None else len(request.splits) * len(request.seeds)
     # An interrupted search may not even have created its later trials yet (the searcher suggests lazily).
-    if any(o.status == "unfinished" for o in outcomes) or len(outcomes) < expected:
+    if any(o.status in INTERRUPTED for o in outcomes) or len(outcomes) < expected:
         print(render(summary, None))
-        print(f"\n{len(outcomes)} of {expected} trials started.")
-        print(f"\nInterrupted: nothing exported. Continue with: python search/run.py --resume "
-              f"--name {request.name} --storage-path {request.storage_path}")
+        started = sum(o.status != "not started" for o in outcomes)
+        print(f"\n{started} of {expected} trials started.")
+        resume = shlex.join(["python", "search/run.py", "--resume", "--name", request.name,
+                             "--storage-path", request.storage_path])
+        print(f"\nInterrupted: nothing exported. Continue with: {resume}")
         return 130
-    best_yaml = None
+    best_yaml, failed = None, []
     if summary.chosen:
-        targets = [storage.join(request.experiment_path, "best.yaml")]
+        targets = [(storage.join(request.experiment_path, "best.yaml"), "")]
         if request.export:
-            targets.append(str(request.export))
-        for target in targets:
-            export_yaml(summary, target)
-        best_yaml = targets[0]
+            targets.append((str(request.export), "--export "))
+        for target, flag in targets:
+            try:
+                export_yaml(summary, target)
+            except storage.StorageError as err:
+                failed.append(f"{flag}{err}")
+            else:
+                best_yaml = best_yaml or target
+    # A file that cannot be written never costs the summary of a whole search: it is printed first.
     print(render(summary, best_yaml))
+    if failed:
+        kept = f"the best config is in {best_yaml}" if best_yaml else "the best config is printed above"
+        print(f"error: {'; '.join(failed)}; {kept}", file=sys.stderr)
+        return 1
     return 0 if summary.chosen else 1
 
 

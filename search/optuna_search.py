@@ -2,18 +2,23 @@
 
 Stock OptunaSearch reports a trial that ASHA stopped as COMPLETE with its low-fidelity value, and an
 errored trial that reported anything as COMPLETE too; TPE then learns from both as if they were final.
-This subclass tells them as PRUNED and FAIL, and keeps the study one-to-one with Tune's trials when
-a killed driver is resumed. It reads OptunaSearch's private ``_ot_trials``, ``_ot_study`` (and its
+This subclass tells them as PRUNED and FAIL (also a trial whose own code failed, which ends with a last
+report carrying ``trial_error`` rather than as a Tune error, trainables/trial.py, and one whose final
+value is NaN, which Optuna refuses), and keeps the study one-to-one with Tune's trials when a killed
+driver is resumed. It reads OptunaSearch's private ``_ot_trials``, ``_ot_study`` (and its
 ``_storage``) and ``_completed_trials``: Ray is pinned in requirements.txt and tests/test_optuna_search.py
 checks the behaviour against the real study."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
+
+from results_analysis.tables import TRIAL_ERROR_KEY
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
@@ -51,6 +56,8 @@ class PruningAwareOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._ot_trials and self._finished_in_study(trial_id):
             return
+        if result.get(TRIAL_ERROR_KEY):
+            return  # the report of a failure, not of an epoch: no intermediate value
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -59,10 +66,15 @@ class PruningAwareOptunaSearch(OptunaSearch):
         if self._finished_in_study(trial_id):
             self._completed_trials.add(trial_id)
             return
-        if error:
+        value = result.get(self.metric) if result is not None else None
+        if error or (result is not None and result.get(TRIAL_ERROR_KEY)):
             state = TrialState.FAIL
         elif result is not None and result.get("training_iteration", self._max_t) < self._max_t:
             state = TrialState.PRUNED
+        elif isinstance(value, float) and math.isnan(value):
+            # A final model that could not be scored. Optuna refuses a NaN value and Ray only logs that,
+            # which left the study trial RUNNING for ever.
+            state = TrialState.FAIL
         else:
             return super().on_trial_complete(trial_id, result, error)
         # PRUNED keeps the last intermediate value Optuna already holds from on_trial_result.

@@ -4,7 +4,9 @@ metrics as mean ± std over (split, seed) runs, and the YAML that re-runs it."""
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from results_analysis.tables import (
     GRID_FILE,
     PROTOCOL_TRAIN_FRACTION,
     TRAIN_FRACTION_KEY,
+    TRIAL_ERROR_KEY,
+    UNSCORABLE,
     config_key,
     posthoc_records,
     select_posthoc_cell,
@@ -27,21 +31,28 @@ from results_analysis.tables import (
 )
 from search import storage
 
+# What to change when final models cannot be scored (OpenMax needs at least 2 correctly classified
+# training images of every class for its Weibull fits, and some cells fit where others cannot).
+UNSCORABLE_ADVICE = ("try more epochs (--max-epochs), a higher learning rate, or other cells of the post-hoc grid "
+                     "(tailsize, alpha_rank, distance)")
+
 
 @dataclass
 class TrialOutcome:
     trial_id: str
     path: Path
-    status: str  # finished | pruned (stopped early by the scheduler) | errored | unfinished (interrupted)
+    # finished | pruned (stopped early by the scheduler) | errored | unscorable (its final model could not be
+    # scored: a result, not a crash) | interrupted | not started
+    status: str
     value: float | None  # last reported objective
     reason: str = ""
     final: dict[str, Any] | None = None
-    epochs: int = 0  # epochs reported
+    epochs: int = 0  # epochs trained (not Tune's training_iteration: a failed trial's last report is no epoch)
     restarts: int = 0  # times Tune restarted it from a checkpoint after its worker or node died
 
     def line(self, metric: str) -> str:
         value = f"{metric} {self.value:.4g}" if isinstance(self.value, (int, float)) else f"{metric} —"
-        text = f"  {self.trial_id:<20} {self.status:<10} {value:<28} {self.epochs:>3} epochs"
+        text = f"  {self.trial_id:<20} {self.status:<11} {value:<28} {self.epochs:>3} epochs"
         if self.restarts:
             text += f", restarted {self.restarts}×"
         return text + (f"  ({self.reason})" if self.reason else "")
@@ -106,19 +117,25 @@ class Summary:
         return summarize(pd.DataFrame(rows), phase=phase).set_index("metric")
 
 
-def _tune_trials(grid: tune.ResultGrid) -> dict[str, Any]:
-    """Tune's trial objects by trial folder name: their status (pending, running or paused means the
-    experiment was interrupted) and failure count. ResultGrid keeps neither publicly; this reads Ray's
-    private analysis object (Ray is pinned)."""
-    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
-    return {Path(t.path).name: t for t in trials}
+def _saved_trials(experiment: Path) -> dict[str, Any]:
+    """Tune's trials by trial folder name, as its saved experiment state records them. On Ctrl+C Tune
+    saves its state and only then stops the trials it was running, rewriting their status in memory
+    (what the ResultGrid holds) as if they had ended: the saved state still says which were running
+    (interrupted) and which never started, and is what --resume continues from."""
+    analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis_log.level
+    analysis_log.setLevel(logging.ERROR)  # it warns of every trial that never started: the summary says so
+    try:
+        return {Path(t.path).name: t for t in tune.ExperimentAnalysis(str(experiment)).trials}
+    finally:
+        analysis_log.setLevel(level)
 
 
 def collect(grid: tune.ResultGrid, metric: str, mode: str, max_epochs: int,
             local_copy: Path | None = None) -> list[TrialOutcome]:
     """Every trial's end state; ``local_copy`` is where a remote experiment folder was copied to."""
     outcomes = []
-    tune_trials = _tune_trials(grid)
+    tune_trials = _saved_trials(local_copy if local_copy is not None else Path(grid.experiment_path))
     for result in grid:
         path = local_copy / Path(result.path).name if local_copy is not None else Path(result.path)
         metrics = result.metrics or {}
@@ -126,15 +143,21 @@ def collect(grid: tune.ResultGrid, metric: str, mode: str, max_epochs: int,
         final_file = path / "final_metrics.json"
         final = json.loads(final_file.read_text()) if final_file.exists() else None
         value = metrics.get(metric)
-        epochs = int(metrics.get("training_iteration", 0))
+        epochs = int(metrics.get("epoch", metrics.get("training_iteration", 0)))
         tune_trial = tune_trials.get(path.name)
         restarts = int(getattr(getattr(tune_trial, "run_metadata", None), "num_failures", 0) or 0)
-        if result.error is not None:
+        if metrics.get(TRIAL_ERROR_KEY):
+            # The trial's own code failed; it ended itself without a Tune error, so every failure Tune
+            # counted was a lost worker or node it restarted after.
+            status, reason = "errored", str(metrics[TRIAL_ERROR_KEY])
+        elif result.error is not None:
             lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
             status, reason = "errored", lines[-1] if lines else "error"
             restarts = max(restarts - 1, 0)  # the failure that ended it is not a restart
         elif tune_trial is not None and tune_trial.status in ("PENDING", "RUNNING", "PAUSED"):
-            status, reason = "unfinished", "interrupted"
+            status, reason = ("interrupted", "") if epochs else ("not started", "")
+        elif final is not None and final.get("status") == UNSCORABLE:
+            status, reason = "unscorable", str(final.get("reason", ""))
         elif final is not None and epochs >= max_epochs:
             status, reason = "finished", ""
         else:
@@ -145,7 +168,8 @@ def collect(grid: tune.ResultGrid, metric: str, mode: str, max_epochs: int,
 
 
 def choose_best(outcomes: list[TrialOutcome], mode: str) -> TrialOutcome | None:
-    """Best finished trial by its last validation objective (test metrics are never looked at)."""
+    """Best finished trial by its last validation objective (test metrics are never looked at); never an
+    errored or unscorable one, whatever it reported."""
     finished = [o for o in outcomes if o.status == "finished" and o.value is not None and math.isfinite(o.value)]
     if not finished:
         return None
@@ -153,10 +177,18 @@ def choose_best(outcomes: list[TrialOutcome], mode: str) -> TrialOutcome | None:
 
 
 def render(summary: Summary, best_yaml: str | None) -> str:
-    counts = {s: sum(o.status == s for o in summary.outcomes) for s in ("finished", "pruned", "errored", "unfinished")}
+    counts = {s: sum(o.status == s for o in summary.outcomes) for s in ("finished", "pruned", "errored", "unscorable", "interrupted", "not started")}
     lines = [f"\n{summary.method} on {summary.dataset}: {len(summary.outcomes)} trials, "
              + ", ".join(f"{n} {s}" for s, n in counts.items())]
     lines += [o.line(summary.metric) for o in summary.outcomes]
+    unscorable = sum(o.status == "unscorable" for o in summary.outcomes)
+    if unscorable and unscorable == len(summary.outcomes):
+        lines.append(f"No best config: no trial's final model could be scored ({_reasons(summary.outcomes)}); "
+                     f"{UNSCORABLE_ADVICE}.")
+        return "\n".join(lines)
+    if unscorable:
+        lines.append(f"{unscorable} trial{'s' if unscorable > 1 else ''} ended unscorable (the final model could not "
+                     f"be scored, reasons above): {UNSCORABLE_ADVICE}.")
     if not summary.chosen:
         lines.append("No trial finished all its epochs: no best config.")
         return "\n".join(lines)
@@ -202,11 +234,22 @@ def render(summary: Summary, best_yaml: str | None) -> str:
                      f" ({posthoc['invalid_cells']} invalid cells). Its metrics are the grid_* rows.")
     if best_yaml is not None:
         lines.append(f"\nBest config written to {best_yaml}")
-        lines.append(f"Re-run it on every split: python search/run.py --config {best_yaml}")
+        lines.append(f"Re-run it on every split: {rerun_command(best_yaml)}")
         if fraction == PROTOCOL_TRAIN_FRACTION:
-            lines.append(f"Final models on all known training images (protocol.md §7): python search/run.py "
-                         f"--config {best_yaml} --final-train-fraction 1.0")
+            lines.append(f"Final models on all known training images (protocol.md §7): "
+                         f"{rerun_command(best_yaml, '--final-train-fraction', '1.0')}")
     return "\n".join(lines)
+
+
+def _reasons(outcomes: list[TrialOutcome]) -> str:
+    """The first trial's reason; with several trials, as an example (each trial's line has its own)."""
+    first = outcomes[0].reason or "no reason recorded"
+    return first if len(outcomes) == 1 else f"e.g. {first}"
+
+
+def rerun_command(best_yaml: str, *flags: str) -> str:
+    """The command that re-trains ``best_yaml``, quoted so that it pastes into a shell as printed."""
+    return shlex.join(["python", "search/run.py", "--config", best_yaml, *flags])
 
 
 def fraction_line(fraction: float) -> str:
@@ -247,7 +290,7 @@ def export_yaml(summary: Summary, path: str) -> None:
         "derived": summary.chosen[0].final.get("derived", {}),
         "setting": summary.chosen[0].final.get("setting", {}),
         "conventions": summary.chosen[0].final.get("conventions", {}),
-        "command": f"python search/run.py --config {path}",
+        "command": rerun_command(path),
     }
     if summary.final_train_fraction is not None:
         # --config re-runs this file at the fraction its numbers used unless --final-train-fraction says otherwise.

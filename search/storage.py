@@ -69,9 +69,14 @@ def read_text(path: str) -> str:
     fs, inner = _fs(path)
     try:
         with fs.open_input_stream(inner) as stream:
-            return stream.read().decode()
+            data = stream.read()
     except OSError as err:
         raise StorageError(f"{path}: cannot read it ({_first_line(err)})") from None
+    try:
+        return data.decode()
+    except UnicodeDecodeError as err:
+        raise StorageError(f"{path}: not a text file (byte {data[err.start]:#04x} at offset {err.start} is not "
+                           "UTF-8)") from None
 
 
 def write_text(path: str, text: str) -> None:
@@ -79,10 +84,15 @@ def write_text(path: str, text: str) -> None:
     store's single upload is already atomic."""
     if not is_remote(path):
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
-        partial.write_text(text)
-        partial.replace(target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(text)
+            partial.replace(target)
+        except OSError as err:
+            partial.unlink(missing_ok=True)
+            # strerror alone: the full text names the partial file, which is gone
+            raise StorageError(f"{path}: cannot write it ({err.strerror or _first_line(err)})") from None
         return
     fs, inner = _fs(path)
     try:
@@ -90,6 +100,25 @@ def write_text(path: str, text: str) -> None:
             stream.write(text.encode())
     except OSError as err:
         raise StorageError(f"{path}: cannot write it ({_first_line(err)})") from None
+
+
+def check_writable(path: str) -> None:
+    """Raises StorageError unless the local folder ``path`` exists and this process may write in it, or
+    could be created: its nearest existing ancestor is a folder it may write in. Creates nothing. An
+    object store is not probed here (its credentials and network are Ray's to report). The message
+    names the path that is in the way, not ``path``."""
+    if is_remote(path):
+        return
+    target = Path(path).expanduser().absolute()
+    existing = target
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "a file, not a folder" if existing.is_file() else "not a folder"
+        raise StorageError(f"{existing} is {what}; give the path of a folder (it may not exist yet)")
+    # os.access says yes to root everywhere but on read-only mounts; that is what mkdir would do too.
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"no permission to write in {existing}; give a folder you can write to")
 
 
 def mirror(path: str, into: Path, skip: tuple[str, ...] = ("checkpoint_",)) -> Path:

@@ -1,6 +1,7 @@
 """A search survives a trial's worker dying (SIGKILL): the trial restarts from its last checkpoint and
-finishes its epochs. A config whose loss diverges ends errored with its reason, is not retried, and
-the other trials finish. Both happen in one search, to keep the suite short."""
+finishes its epochs. A config whose loss diverges ends errored with its reason, is not retried (retries
+are for lost workers and nodes, not for an exception the trial's own code raises), and the other trials
+finish. Both happen in one search, to keep the suite short."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_killed_worker_resumes_from_checkpoint_and_diverged_config_ends_errored(
     out = capsys.readouterr().out
     assert rc == 0, out
     assert killed, "no trial was caught mid-run to kill its worker"
-    assert "3 trials, 2 finished, 0 pruned, 1 errored, 0 unfinished" in out
+    assert "3 trials, 2 finished, 0 pruned, 1 errored, 0 unscorable" in out
 
     # The killed trial came back in a new worker from its checkpoint, not from epoch 1, and finished
     # every epoch once: Tune restores the iteration count with the checkpoint.
@@ -68,12 +69,17 @@ def test_killed_worker_resumes_from_checkpoint_and_diverged_config_ends_errored(
     trial_id = killed["trial"].removeprefix("train_trial_")
     assert any(trial_id in ln and "finished" in ln and "restarted 1×" in ln for ln in out.splitlines()), out
 
-    # The diverged trial: errored with the reason, its retry stopped at once, no epoch reported.
+    # The diverged trial: errored with the reason, never retried nor shown as restarted, no epoch trained.
     errored = [ln for ln in out.splitlines() if re.match(r"\s+\w+\s+errored\s", ln)]
-    assert len(errored) == 1 and "train loss became" in errored[0] and "not retried" in errored[0], out
-    assert "0 epochs" in errored[0]
+    assert len(errored) == 1 and "DivergedError: softmax: train loss became" in errored[0], out
+    assert "0 epochs" in errored[0] and "restarted" not in errored[0], errored[0]
     diverged = [t for t in trial_dirs(experiment) if t.name.removeprefix("train_trial_") in errored[0]]
     assert len(diverged) == 1 and not (diverged[0] / "final_metrics.json").exists()
+    # One attempt, in one process: its only report is the error's, with the reason and the file beside it.
+    (report,) = results(diverged[0])
+    assert report["trial_error"].startswith("DivergedError: softmax: train loss became") and report["epoch"] == 0
+    assert (diverged[0] / "trial_error.txt").read_text().splitlines()[0] == report["trial_error"]
+    assert not (diverged[0] / "error.txt").exists()
 
     # Optuna holds the truth: the diverged config FAIL, the others COMPLETE, nothing left RUNNING.
     states = {t.params["lr"]: t.state for t in optuna.load_study(study_name=NAME, storage=study_url).trials}

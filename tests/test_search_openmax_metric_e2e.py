@@ -4,6 +4,7 @@ report val_auroc alone, so ``--metric val_oscr`` ended the search with a traceba
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -45,8 +46,13 @@ def test_search_on_val_oscr_finishes_although_an_epoch_was_unscorable(search):
 def test_the_best_config_is_chosen_on_val_oscr(search):
     finished = {}
     for trial in trial_dirs(search["experiment"]):
-        if (trial / "final_metrics.json").exists():
+        if not (trial / "final_metrics.json").exists():
+            continue
+        final = json.loads((trial / "final_metrics.json").read_text())
+        if final["status"] == "finished":
             finished[trial.name] = results(trial)[-1]["val_oscr"]
+        else:  # a final model OpenMax cannot fit is never a candidate
+            assert final["status"] == "unscorable" and "no valid Weibull fit for class" in final["reason"]
     assert finished
     doc = yaml.safe_load((search["experiment"] / "best.yaml").read_text())
     assert doc["metrics"]["objective"] == "val_oscr"

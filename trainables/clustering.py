@@ -56,6 +56,10 @@ class ClusteringRuns(TrialRuns):
             per_run[run.key] = {**logs, **self.readout(run, "val")[0]}
         return {**_mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run}
 
+    def validation_names(self) -> list[str]:
+        """The validation readout's metric names (``TrialRuns.validation_names``)."""
+        return sorted({name for run in self.runs for name in self.readout(run, "val")[0]})
+
     def test(self) -> TestOutcome:
         records: list[dict[str, Any]] = []
         frames = []

@@ -60,6 +60,11 @@ class GateClusteringRuns(TrialRuns):
                    for key in logs}
         return {**_mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run}
 
+    def validation_names(self) -> list[str]:
+        """The training and validation metric names an epoch reports (``TrialRuns.validation_names``)."""
+        return sorted({name for run in self.runs for phase in ("train", "val")
+                       for name in self.evaluate_phase(run, phase)[0]})
+
     def write_epoch(self, trial_dir: Path, epoch: int) -> None:
         """``gate_confusion/epoch_<e>.json`` (counts and metrics per run and phase) and ``.png`` (the
         column-normalised heat maps). Epoch 0 evaluates the initial weights here."""

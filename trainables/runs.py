@@ -25,10 +25,13 @@ from methods.presets import describe_setting
 from results_analysis.metrics import accuracy, auroc, open_set_f1, osr_metrics, threshold_at_tpr
 from results_analysis.tables import (
     ALL_KNOWN_TRAIN_FRACTION,
+    FINAL_FILE,
     FINAL_TRAIN_FRACTIONS,
+    FINISHED,
     GRID_FILE,
     PROTOCOL_TRAIN_FRACTION,
     TRAIN_FRACTION_KEY,
+    UNSCORABLE,
     is_threshold_free,
     posthoc_records,
     select_posthoc_cell,
@@ -402,6 +405,18 @@ class TrialRuns:
             result.update(self._grid_report(grid, result["val_auroc"]))
         return result
 
+    def validation_names(self) -> list[str]:
+        """The names of the validation metrics an epoch report carries (``val_*`` and the post-hoc
+        grid's), from the current weights' stand-in outputs where they cannot be scored: what a trial
+        reports as NaN when its own code fails before it reported an epoch (trainables/trial.py)."""
+        names: set[str] = set()
+        for run in self.runs:
+            names.update(run.metric_names("val"))
+        cells = self.runs[0].method.posthoc_cells()
+        if cells:
+            names.update(self._grid_report({cell.key: [math.nan] for cell in cells}, math.nan))
+        return sorted(names)
+
     def _grid_report(self, grid: Mapping[str, list[float]], sampled_auroc: float) -> dict[str, Any]:
         """Validation AUROC of every post-hoc cell (mean over runs; NaN where any run's fit was
         invalid), the best cell, and — for ``posthoc_objective = grid_best`` — the objective."""
@@ -455,17 +470,17 @@ class TrialRuns:
 
     def write_final(self, trial_dir: Path, trial_id: str, last_epoch: Mapping[str, Any]) -> dict[str, Any]:
         """Writes final_metrics.json, test_scores.parquet and, for methods with post-hoc parameters,
-        posthoc_grid.parquet (val and test metrics of every cell and run) into the trial folder."""
-        return self.write_outcome(trial_dir, trial_id, last_epoch, self.test())
+        posthoc_grid.parquet (val and test metrics of every cell and run) into the trial folder. A final
+        model the method cannot score (OpenMax without a valid Weibull fit) is a result too: only
+        final_metrics.json, with status "unscorable" and the reason."""
+        try:
+            outcome = self.test()
+        except InvalidCellError as err:
+            return self.write_unscorable(trial_dir, trial_id, str(err))
+        return self.write_outcome(trial_dir, trial_id, last_epoch, outcome)
 
-    def write_outcome(self, trial_dir: Path, trial_id: str, last_epoch: Mapping[str, Any],
-                      outcome: TestOutcome) -> dict[str, Any]:
-        """The trial's end files from its test outcome and last validation; final_metrics.json last and
-        atomically, since its presence is what marks the trial finished."""
-        records = outcome.records
-        for key, values in last_epoch["runs"].items():
-            run = next(r for r in self.runs if r.key == key)
-            records += _records(run, "val", {k: v for k, v in values.items() if k.startswith("val_")})
+    def _final_document(self, trial_id: str, status: str) -> dict[str, Any]:
+        """What every final_metrics.json holds beside its records."""
         final = {
             "trial_id": trial_id,
             "method": self.method_name,
@@ -474,20 +489,36 @@ class TrialRuns:
             "derived": self.derived(),
             "setting": self.setting(),
             "conventions": self.runs[0].split.convention,
-            "status": "finished",
-            "records": records,
+            "status": status,
         }
         if self.final_train_fraction is not None:
             final[TRAIN_FRACTION_KEY] = self.final_train_fraction
+        return final
+
+    def write_outcome(self, trial_dir: Path, trial_id: str, last_epoch: Mapping[str, Any],
+                      outcome: TestOutcome) -> dict[str, Any]:
+        """The trial's end files from its test outcome and last validation; final_metrics.json last and
+        atomically, since its presence is what marks the trial ended."""
+        records = outcome.records
+        for key, values in last_epoch["runs"].items():
+            run = next(r for r in self.runs if r.key == key)
+            records += _records(run, "val", {k: v for k, v in values.items() if k.startswith("val_")})
+        final = {**self._final_document(trial_id, FINISHED), "records": records}
         if outcome.posthoc:
             final["posthoc"] = outcome.posthoc
         trial_dir.mkdir(parents=True, exist_ok=True)
         outcome.scores.to_parquet(trial_dir / "test_scores.parquet", index=False)
         if outcome.grid is not None:
             outcome.grid.to_parquet(trial_dir / GRID_FILE, index=False)
-        tmp = trial_dir / "final_metrics.json.tmp"
-        tmp.write_text(json.dumps(final, indent=1, sort_keys=True))
-        tmp.replace(trial_dir / "final_metrics.json")
+        _write_final_file(trial_dir, final)
+        return final
+
+    def write_unscorable(self, trial_dir: Path, trial_id: str, reason: str) -> dict[str, Any]:
+        """final_metrics.json of a final model that cannot be scored: the reason and no metric (no
+        scores, no grid), so nothing downstream averages it in."""
+        final = {**self._final_document(trial_id, UNSCORABLE), "reason": reason, "records": []}
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        _write_final_file(trial_dir, final)
         return final
 
     def setting(self) -> dict[str, Any]:
@@ -623,6 +654,13 @@ def _test_metrics(run: Run, reference: Mapping[str, np.ndarray] | None
         metrics[f"test_{view}_acc_full"] = accuracy(labels, full[view]["pred"])
         metrics["test_delta_acc_full"] = metrics["test_acc_full"] - metrics[f"test_{view}_acc_full"]
     return metrics, outputs
+
+
+def _write_final_file(trial_dir: Path, final: Mapping[str, Any]) -> None:
+    """final_metrics.json, atomically: a reader never sees half of it."""
+    tmp = trial_dir / f"{FINAL_FILE}.tmp"
+    tmp.write_text(json.dumps(final, indent=1, sort_keys=True))
+    tmp.replace(trial_dir / FINAL_FILE)
 
 
 def _records(run: Run, phase: str, metrics: Mapping[str, float]) -> list[dict[str, Any]]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
-from data import ImagePool, Split, make_split, transductive_split, whole_dataset_split
+from data import ImagePool, Split, load_pool, make_split, transductive_split, whole_dataset_split
 from methods import get_method
 from results_analysis.tables import ALL_KNOWN_TRAIN_FRACTION, TRAIN_FRACTION_KEY
 from trainables.clustering import ClusteringRuns
@@ -37,3 +38,20 @@ def task_splits(pool: ImagePool, method: str, split_ids: Iterable[int]) -> dict[
     if task == "clustering":
         return {0: transductive_split(pool)}
     return {0: whole_dataset_split(pool)}
+
+
+SPLIT_PARTS = ("train", "train_full", "val_known", "val_unknown", "test_known", "test_unknown", "test_known_full")
+
+
+def reported_metrics(method: str) -> set[str]:
+    """The numeric names an epoch of ``method`` reports, found by training one: one epoch of its
+    default config on split 0 of a quarter of digits (ships with scikit-learn, seconds on a CPU). Only these can be
+    a search's objective: Tune stops the whole search at the first result lacking it."""
+    pool = load_pool("digits", ".")
+    # Every fourth image of each part: the names do not depend on how much is trained, the seconds do.
+    splits = {s: dataclasses.replace(split, **{part: getattr(split, part)[::4] for part in SPLIT_PARTS})
+              for s, split in task_splits(pool, method, [0]).items()}
+    bundle = DataBundle.from_pool(pool, splits)
+    config = {"method": method, "dataset": "digits", "splits": [0], "seeds": [0], "epochs": 1}
+    result = trial_runs(config, bundle, torch.device("cpu")).train_epoch(0)
+    return {k for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

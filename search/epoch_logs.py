@@ -1,0 +1,82 @@
+"""Tune's per-trial records (result.json, progress.csv, TensorBoard events) with every epoch once.
+
+A resumed trial restarts from its last checkpoint and reports the epochs after it again; Tune's own
+loggers append those reports a second time (a 200-epoch trial with 205 rows). These loggers are Tune's,
+told to skip a result whose training_iteration a trial's records already hold. The re-run of an epoch
+from the same checkpoint and RNG state reproduces it, so the first record stands."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE, TRAINING_ITERATION
+
+
+def last_logged_iteration(trial_folder: Path) -> int:
+    """The highest training_iteration in a trial folder's result.json (0 when it has none); a line cut
+    short by a killed driver is ignored."""
+    path = trial_folder / EXPR_RESULT_FILE
+    if not path.exists():
+        return 0
+    last = 0
+    for line in path.read_text().splitlines():
+        try:
+            last = max(last, int(json.loads(line).get(TRAINING_ITERATION, 0)))
+        except (ValueError, AttributeError):
+            continue
+    return last
+
+
+class _EachEpochOnce:
+    """Mixin for a Tune LoggerCallback: forwards a trial's result only if it is a new epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._logged: dict[Any, int] = {}  # trial -> the last training_iteration in its records
+
+    def log_trial_start(self, trial: Any) -> None:
+        # Read before any result of this start is written: Tune's JSON logger appends to result.json
+        # before the others see the same result.
+        if trial not in self._logged:
+            self._logged[trial] = last_logged_iteration(Path(trial.local_path))
+        super().log_trial_start(trial)  # type: ignore[misc]
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        step = int(result.get(TRAINING_ITERATION, 0))
+        if step <= self._logged.get(trial, 0):
+            return
+        self._logged[trial] = step
+        super().log_trial_result(iteration, trial, result)  # type: ignore[misc]
+
+
+class EpochJsonLogger(_EachEpochOnce, JsonLoggerCallback):
+    pass
+
+
+class EpochTBXLogger(_EachEpochOnce, TBXLoggerCallback):
+    pass
+
+
+class EpochCSVLogger(_EachEpochOnce, CSVLoggerCallback):
+    """Also keeps the columns of a progress.csv an earlier driver began: Tune's logger takes the
+    resumed result's key order, which need not match the header already in the file."""
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        path = Path(trial.local_path) / EXPR_PROGRESS_FILE
+        if trial not in self._trial_files and path.exists() and path.stat().st_size > 0:
+            with path.open(newline="") as f:
+                header = next(csv.reader(f), None)
+            self._setup_trial(trial)
+            if header:
+                self._trial_csv[trial] = csv.DictWriter(self._trial_files[trial], header)
+        super().log_trial_result(iteration, trial, result)
+
+
+def epoch_loggers() -> list[Any]:
+    """Replace Tune's default CSV, JSON and TensorBoard loggers (Tune adds a default only for a kind
+    the callbacks lack)."""
+    return [EpochCSVLogger(), EpochJsonLogger(), EpochTBXLogger()]
