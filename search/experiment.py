@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shlex
 from pathlib import Path
@@ -11,13 +10,13 @@ from typing import Any
 
 import ray
 import yaml
-from ray import cloudpickle, tune
+from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from data import DataMissingError, load_pool
 from results_analysis.tables import ALL_KNOWN_TRAIN_FRACTION, TRAIN_FRACTION_KEY
-from search import storage
+from search import saved_state, storage
 from search.cli import EXPERIMENT_FILE, Request, UsageError
 from search.epoch_logs import epoch_loggers
 from search.optuna_search import PruningAwareOptunaSearch, make_sampler, make_storage
@@ -228,29 +227,6 @@ def record_ray_session(request: Request, session_dir: str) -> None:
         raise UsageError(f"--storage-path {err}") from None
 
 
-def reconcile_saved_search(experiment: Path) -> None:
-    """Makes the count of trials Tune's saved search generator has created match the trials its saved
-    experiment state holds. Tune copies its state files into the experiment folder in the background
-    while it goes on saving, so a driver killed mid-copy can leave a generator that counts a trial the
-    saved trial list lacks: restored as is, Tune never creates that trial and the experiment cannot
-    finish, however often it is resumed. Reads and writes Tune's private state files (Ray is pinned)."""
-    states = sorted(experiment.glob("experiment_state-*.json"))
-    generators = sorted(experiment.glob("search_gen_state-*.json"))
-    if not states or not generators:
-        return  # a re-run (no searcher) or nothing saved yet
-    trials = len(json.loads(states[-1].read_text()).get("trial_data", []))
-    with generators[-1].open("rb") as f:
-        saved = cloudpickle.load(f)
-    if saved.get("counter", trials) == trials:
-        return
-    saved["counter"] = trials
-    saved["finished"] = trials >= saved.get("total_samples", trials)
-    partial = generators[-1].with_name(f".{generators[-1].name}.partial")
-    with partial.open("wb") as f:
-        cloudpickle.dump(saved, f)
-    os.replace(partial, generators[-1])
-
-
 def run_experiment(request: Request, ray_session: str | None = None) -> tune.ResultGrid:
     # Save Tune's experiment state after every event rather than every ≥10 s: a driver killed at any
     # moment then resumes without re-running a trial that had already finished.
@@ -261,7 +237,10 @@ def run_experiment(request: Request, ray_session: str | None = None) -> tune.Res
         if not tune.Tuner.can_restore(request.experiment_path):
             raise UsageError(f"--resume: {request.experiment_path} holds no Tune state to resume")
         if not request.is_remote_storage:
-            reconcile_saved_search(Path(request.experiment_path))
+            try:
+                saved_state.make_whole(Path(request.experiment_path))
+            except saved_state.SavedStateError as err:
+                raise UsageError(f"--resume: {err}; start the search again under a new --name") from None
         tuner = tune.Tuner.restore(request.experiment_path, trainable, resume_errored=True)
     else:
         if request.optuna_storage:

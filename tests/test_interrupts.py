@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from trial_files import results_so_far, trial_dirs
 
 from search.main import main
+from search.saved_state import staging_copies
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 3  # two run at once on the session's 2 CPUs; the third waits for a slot
@@ -163,3 +164,33 @@ def test_resume_creates_a_trial_the_saved_generator_counted_but_the_saved_trial_
     assert main(["--resume", *argv]) == 0
     out = capsys.readouterr().out
     assert "2 trials, 2 finished" in out, out[-2000:]
+
+
+@pytest.mark.ray
+def test_resume_takes_a_state_file_cut_short_by_a_kill_from_the_drivers_staging_copy(ray_session, tmp_path, capsys):
+    """A SIGKILL while Tune copies its state into the experiment folder leaves a file cut short (seen:
+    an empty searcher-state-*.pkl); Tune then gives up the restore and starts the search afresh."""
+    storage, name = tmp_path / "results", "cut_short"
+    experiment = storage / name
+    argv = ["--storage-path", str(storage), "--name", name]
+    assert main(["--method", "softmax", "--dataset", "digits", "--splits", "0", "--num-samples", "2",
+                 "--max-epochs", "1", "--scheduler", "fifo", *argv]) == 0
+    searcher_state = sorted(experiment.glob("searcher-state-*.pkl"))[-1]
+    searcher_state.write_bytes(b"")
+    capsys.readouterr()
+
+    assert main(["--resume", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "2 trials, 2 finished" in out, out[-2000:]
+    assert len(trial_dirs(experiment)) == 2
+
+    # With the staging copy gone too, nothing can be restored: one line, not a fresh search.
+    searcher_state = sorted(experiment.glob("searcher-state-*.pkl"))[-1]
+    copies = staging_copies(name, searcher_state.name)
+    assert copies, "the resumed driver left no staging copy to spoil"
+    for copy in [*copies, searcher_state]:
+        copy.write_bytes(b"")
+    assert main(["--resume", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cut short" in err and "new --name" in err, err
+    assert len(trial_dirs(experiment)) == 2
