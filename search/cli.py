@@ -259,27 +259,17 @@ def given_flags(argv: list[str]) -> set[str]:
 
 # What a resumed experiment keeps from its start, by flag: Tune restores its searcher, scheduler,
 # trial resources and failure policy from its own saved state, so a changed value would be silently
-# ignored. Each maps the flag's value to experiment.yaml's form (None: the flag itself cannot be given).
-RESUME_FIXED: dict[str, Any] = {
-    "method": lambda v, doc: v,
-    "dataset": lambda v, doc: v,
-    "splits": lambda v, doc: v if v.strip() == "all" else sorted({int(s) for s in v.split(",") if s.strip()}),
+# ignored. Flags compared as given unless converted to experiment.yaml's form in RESUME_AS_SAVED.
+RESUME_FIXED = ("method", "dataset", "splits", "seeds", "seed", "num_samples", "max_epochs", "metric", "searcher",
+                "scheduler", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures", "optuna_storage")
+RESUME_AS_SAVED: dict[str, Any] = {
+    "splits": lambda v, doc: sorted({int(s) for s in v.split(",") if s.strip()}),
     "seeds": lambda v, doc: [doc["seeds"][0] + i for i in range(v)],
-    "seed": lambda v, doc: v,
-    "num_samples": lambda v, doc: v,
-    "max_epochs": lambda v, doc: v,
-    "metric": lambda v, doc: v,
-    "searcher": lambda v, doc: v,
-    "scheduler": lambda v, doc: v,
     "cpus_per_trial": lambda v, doc: float(v),
     "gpus_per_trial": lambda v, doc: parse_gpus(v),
-    "max_concurrent": lambda v, doc: v,
-    "max_failures": lambda v, doc: v,
-    "optuna_storage": lambda v, doc: v,
-    "config": None,
-    "preset": None,
-    "final_train_fraction": None,
 }
+# Flags a resume cannot take at all: a search is not resumed as a re-run or at another fraction.
+RESUME_REFUSED = ("config", "preset", "final_train_fraction")
 
 
 def _saved_value(key: str, doc: dict[str, Any]) -> Any:
@@ -303,13 +293,17 @@ def _fill_from_experiment(args: argparse.Namespace, given: set[str]) -> dict[str
     except (storage.StorageError, yaml.YAMLError):
         raise UsageError(f"--resume: no osrtune experiment at {experiment}; check --name and --storage-path") from None
     changed = []
-    for key in sorted(given & set(RESUME_FIXED), key=list(RESUME_FIXED).index):
-        to_saved, saved = RESUME_FIXED[key], _saved_value(key, doc)
-        if key == "splits" and to_saved is not None and getattr(args, key).strip() == "all":
+    for key in [k for k in (*RESUME_FIXED, *RESUME_REFUSED) if k in given]:
+        if key in RESUME_REFUSED:
+            changed.append(_flag(key))
+            continue
+        if key == "splits" and args.splits.strip() == "all":
             continue  # 'all' names every split of the dataset, which is what any saved list is checked against
-        if to_saved is None or saved is KeyError or to_saved(getattr(args, key), doc) != saved:
-            was = "" if to_saved is None or saved is KeyError else f" (it ran with {_shown(key, saved, doc)})"
-            changed.append(f"{_flag(key)}{was}")
+        saved, value = _saved_value(key, doc), getattr(args, key)
+        if saved is KeyError:  # an experiment.yaml from before the key was recorded
+            changed.append(_flag(key))
+        elif RESUME_AS_SAVED.get(key, lambda v, doc: v)(value, doc) != saved:
+            changed.append(f"{_flag(key)} (it ran with {_shown(key, saved)})")
     if changed:
         raise UsageError(f"--resume continues experiment {args.name} as it was started, and these cannot change: "
                          f"{', '.join(changed)}; drop them, or start a new experiment under another --name")
@@ -326,7 +320,7 @@ def _fill_from_experiment(args: argparse.Namespace, given: set[str]) -> dict[str
     return doc
 
 
-def _shown(key: str, saved: Any, doc: dict[str, Any]) -> str:
+def _shown(key: str, saved: Any) -> str:
     if key == "splits":
         saved = ",".join(map(str, saved))
     elif key == "seeds":

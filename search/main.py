@@ -41,12 +41,8 @@ def execute(request: Request) -> int:
         return report(request, collect(grid, request.metric, request.mode, request.max_epochs, local_copy))
 
 
-# Statuses of the trials a --resume continues (search/report.py collect).
-INTERRUPTED = ("interrupted", "not started")
-
-
 def report(request: Request, outcomes: list[TrialOutcome]) -> int:
-    from search.report import Summary, choose_best, export_yaml, render
+    from search.report import RESUMABLE, Summary, choose_best, export_yaml, render
 
     summary = Summary(request.method, request.dataset, request.metric, outcomes)
     if request.fixed_config is not None:
@@ -56,7 +52,7 @@ def report(request: Request, outcomes: list[TrialOutcome]) -> int:
         summary.chosen = [best] if best else []
     expected = request.num_samples if request.fixed_config is None else len(request.splits) * len(request.seeds)
     # An interrupted search may not even have created its later trials yet (the searcher suggests lazily).
-    if any(o.status in INTERRUPTED for o in outcomes) or len(outcomes) < expected:
+    if any(o.status in RESUMABLE for o in outcomes) or len(outcomes) < expected:
         print(render(summary, None))
         started = sum(o.status != "not started" for o in outcomes)
         print(f"\n{started} of {expected} trials started.")

@@ -37,6 +37,11 @@ UNSCORABLE_ADVICE = ("try more epochs (--max-epochs), a higher learning rate, or
                      "(tailsize, alpha_rank, distance)")
 
 
+# A trial's end states, in the summary's order; an experiment with RESUMABLE ones was interrupted.
+RESUMABLE = ("interrupted", "not started")
+STATUSES = ("finished", "pruned", "errored", "unscorable", *RESUMABLE)
+
+
 @dataclass
 class TrialOutcome:
     trial_id: str
@@ -177,7 +182,7 @@ def choose_best(outcomes: list[TrialOutcome], mode: str) -> TrialOutcome | None:
 
 
 def render(summary: Summary, best_yaml: str | None) -> str:
-    counts = {s: sum(o.status == s for o in summary.outcomes) for s in ("finished", "pruned", "errored", "unscorable", "interrupted", "not started")}
+    counts = {s: sum(o.status == s for o in summary.outcomes) for s in STATUSES}
     lines = [f"\n{summary.method} on {summary.dataset}: {len(summary.outcomes)} trials, "
              + ", ".join(f"{n} {s}" for s, n in counts.items())]
     lines += [o.line(summary.metric) for o in summary.outcomes]

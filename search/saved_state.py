@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -58,9 +57,7 @@ def repair(experiment: Path) -> None:
         if not copies:
             raise SavedStateError(f"{files[-1]} was cut short when its driver was killed, and no intact copy "
                                   "is left on this machine")
-        partial = files[-1].with_name(f".{files[-1].name}.partial")
-        shutil.copyfile(copies[0], partial)
-        os.replace(partial, files[-1])
+        _replace(files[-1], copies[0].read_bytes())
 
 
 def reconcile_generator(experiment: Path) -> None:
@@ -77,10 +74,14 @@ def reconcile_generator(experiment: Path) -> None:
         return
     saved["counter"] = trials
     saved["finished"] = trials >= saved.get("total_samples", trials)
-    partial = generators[-1].with_name(f".{generators[-1].name}.partial")
-    with partial.open("wb") as f:
-        cloudpickle.dump(saved, f)
-    os.replace(partial, generators[-1])
+    _replace(generators[-1], cloudpickle.dumps(saved))
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Writes ``path`` whole or not at all, as Tune writes its state files."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 def make_whole(experiment: Path) -> None:

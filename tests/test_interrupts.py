@@ -142,17 +142,22 @@ def test_a_sigkilled_drivers_leftovers_go_with_the_readme_command_and_resume_is_
     assert ray_session.get(ray_session.remote(lambda: 41 + 1).remote(), timeout=60) == 42
 
 
+def finished_search(tmp_path: Path, name: str) -> tuple[Path, list[str]]:
+    """A finished two-trial search (its folder, and the flags that name it), to damage as a kill would."""
+    storage = tmp_path / "results"
+    argv = ["--storage-path", str(storage), "--name", name]
+    assert main(["--method", "softmax", "--dataset", "digits", "--splits", "0", "--num-samples", "2",
+                 "--max-epochs", "1", "--scheduler", "fifo", *argv]) == 0
+    return storage / name, argv
+
+
 @pytest.mark.ray
 def test_resume_creates_a_trial_the_saved_generator_counted_but_the_saved_trial_list_lacks(
         ray_session, tmp_path, capsys):
     """What a driver SIGKILLed while Tune copied its state files leaves: the search generator's saved
     count includes a trial the saved experiment state does not hold (made here from a finished search by
     taking one trial out of the saved state, as the copy race does)."""
-    storage, name = tmp_path / "results", "raced"
-    experiment = storage / name
-    argv = ["--storage-path", str(storage), "--name", name]
-    assert main(["--method", "softmax", "--dataset", "digits", "--splits", "0", "--num-samples", "2",
-                 "--max-epochs", "1", "--scheduler", "fifo", *argv]) == 0
+    experiment, argv = finished_search(tmp_path, "raced")
     state_file = sorted(experiment.glob("experiment_state-*.json"))[-1]
     state = json.loads(state_file.read_text())
     lost = state["trial_data"].pop()
@@ -170,11 +175,7 @@ def test_resume_creates_a_trial_the_saved_generator_counted_but_the_saved_trial_
 def test_resume_takes_a_state_file_cut_short_by_a_kill_from_the_drivers_staging_copy(ray_session, tmp_path, capsys):
     """A SIGKILL while Tune copies its state into the experiment folder leaves a file cut short (seen:
     an empty searcher-state-*.pkl); Tune then gives up the restore and starts the search afresh."""
-    storage, name = tmp_path / "results", "cut_short"
-    experiment = storage / name
-    argv = ["--storage-path", str(storage), "--name", name]
-    assert main(["--method", "softmax", "--dataset", "digits", "--splits", "0", "--num-samples", "2",
-                 "--max-epochs", "1", "--scheduler", "fifo", *argv]) == 0
+    experiment, argv = finished_search(tmp_path, "cut_short")
     searcher_state = sorted(experiment.glob("searcher-state-*.pkl"))[-1]
     searcher_state.write_bytes(b"")
     capsys.readouterr()
@@ -186,7 +187,7 @@ def test_resume_takes_a_state_file_cut_short_by_a_kill_from_the_drivers_staging_
 
     # With the staging copy gone too, nothing can be restored: one line, not a fresh search.
     searcher_state = sorted(experiment.glob("searcher-state-*.pkl"))[-1]
-    copies = staging_copies(name, searcher_state.name)
+    copies = staging_copies(experiment.name, searcher_state.name)
     assert copies, "the resumed driver left no staging copy to spoil"
     for copy in [*copies, searcher_state]:
         copy.write_bytes(b"")
