@@ -21,7 +21,8 @@ import torch  # noqa: E402
 from common import SHARED_DATASETS, timed  # noqa: E402  (puts the project root on sys.path)
 
 from data import load_pool, make_split  # noqa: E402
-from trainables.runs import DataBundle, TrialRuns  # noqa: E402
+from trainables.device_data import DataBundle  # noqa: E402
+from trainables.open_set import OpenSetRunner  # noqa: E402
 
 SCHEMES = {
     "none (two classifiers, no D)": {"mode": "none"},
@@ -48,7 +49,7 @@ def main() -> None:
     train: dict[str, float] = {}
     evaluate: dict[str, float] = {}
     for name, scheme in SCHEMES.items():
-        run = TrialRuns({**base, **scheme}, bundle, torch.device("cpu")).runs[0]
+        run = OpenSetRunner({**base, **scheme}, bundle, torch.device("cpu")).runs[0]
         times = [timed(lambda e=e, run=run: run.train_epoch(args.batch_size, e)) for e in range(args.epochs)]
         train[name] = statistics.median(times[1:] if len(times) > 1 else times)
         evaluate[name] = timed(lambda run=run: run.outputs("val"))

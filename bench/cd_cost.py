@@ -22,7 +22,7 @@ from common import SHARED_DATASETS, timed  # noqa: E402  (puts the project root 
 from data import load_pool, transductive_split  # noqa: E402
 from data.pools import ImagePool  # noqa: E402
 from data.views import two_views  # noqa: E402
-from trainables.runs import DataBundle  # noqa: E402
+from trainables.device_data import DataBundle  # noqa: E402
 from trainables.tasks import trial_runs  # noqa: E402
 
 

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from common import SHARED_DATASETS, timed  # noqa: E402  (puts the project root on sys.path)
 
 from data import load_pool  # noqa: E402
-from trainables.runs import DataBundle  # noqa: E402
+from trainables.device_data import DataBundle  # noqa: E402
 from trainables.tasks import task_splits, trial_runs  # noqa: E402
 
 

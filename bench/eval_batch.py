@@ -1,4 +1,4 @@
-"""Inference time per evaluation batch size, side by side: what ``trainables.runs.EVAL_BATCH`` is.
+"""Inference time per evaluation batch size, side by side: what ``trainables.device_data.EVAL_BATCH`` is.
 
 Times eval-mode forward passes (no gradients, channels_last, as ``Run.evaluate`` runs them) of each
 method family's small CPU trunk over the same images at several batch sizes, interleaved over

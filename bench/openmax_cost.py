@@ -25,7 +25,9 @@ from common import SHARED_DATASETS, timed  # noqa: E402  (puts the project root 
 from data import load_pool, make_split  # noqa: E402
 from methods.openmax_head import DISTANCES, TAILSIZES  # noqa: E402
 from methods.weibull import fit_high  # noqa: E402
-from trainables.runs import DataBundle, TrialRuns, _cell_value  # noqa: E402
+from trainables.device_data import DataBundle  # noqa: E402
+from trainables.open_set import OpenSetRunner  # noqa: E402
+from trainables.open_set_scoring import cell_auroc, open_set_metrics  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +49,7 @@ def main() -> None:
     config = {"method": args.method, "dataset": args.dataset, "splits": [0], "seeds": [0],
               "epochs": warmup + args.epochs,
               "batch_size": 32 if args.dataset == "digits" else 128, **recipe}
-    runs = TrialRuns(config, bundle, torch.device("cpu"))
+    runs = OpenSetRunner(config, bundle, torch.device("cpu"))
     run = runs.runs[0]
     rows: dict[str, list[float]] = {"train": [], "head fit": [], "validation (sampled cell)": [], "grid": []}
     for epoch in range(warmup):
@@ -56,9 +58,9 @@ def main() -> None:
         rows["train"].append(timed(lambda e=epoch: run.train_epoch(runs.batch_size, e)))
         rows["head fit"].append(timed(lambda: run.method.prepare_evaluation(lambda: run.labelled_batches("train"))))
         found: dict = {}
-        rows["validation (sampled cell)"].append(timed(lambda f=found: f.update(out=run.osr_metrics("val")[1])))
+        rows["validation (sampled cell)"].append(timed(lambda f=found: f.update(out=open_set_metrics(run, "val")[1])))
         cells = run.method.posthoc_cells()
-        rows["grid"].append(timed(lambda f=found, cs=cells: [_cell_value(run, f["out"], c) for c in cs]))
+        rows["grid"].append(timed(lambda f=found, cs=cells: [cell_auroc(run, f["out"], c) for c in cs]))
 
     print(f"# {args.method} on {args.dataset} split 0, {len(run.y['train'])} training images, "
           f"{len(run.y['val_known']) + len(run.y['val_unknown'])} validation images, {len(cells)} grid cells; "

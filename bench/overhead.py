@@ -26,13 +26,14 @@ import torch  # noqa: E402
 from ray import tune  # noqa: E402
 
 from data import load_pool, make_split  # noqa: E402
-from trainables.runs import DataBundle, TrialRuns  # noqa: E402
+from trainables.device_data import DataBundle  # noqa: E402
+from trainables.open_set import OpenSetRunner  # noqa: E402
 from trainables.trial import train_trial  # noqa: E402
 
 
 def bare_epochs(config: dict, bundle: DataBundle, threads: int) -> list[float]:
     torch.set_num_threads(threads)
-    runs = TrialRuns(config, bundle, torch.device("cpu"))
+    runs = OpenSetRunner(config, bundle, torch.device("cpu"))
     times = []
     for epoch in range(runs.epochs):
         start = time.perf_counter()

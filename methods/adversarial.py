@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,6 +266,13 @@ class Adversarial(Method):
         self.optimizer = self._sgd(self.pair)
         self.baseline_optimizer = self._sgd(self.baseline) if self.baseline is not None else None
         self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
+
+    @classmethod
+    def report_notes(cls, metrics: Collection[str]) -> list[str]:
+        if not any(m.startswith("base_") for m in metrics):
+            return []  # trained without its in-run baseline (trains_baseline: false)
+        return ["base: the in-run baseline, the same pair trained with adversarial weight 0; "
+                "Δ: the paired difference, method − base"]
 
     @classmethod
     def input_size(cls, config: MethodConfig, dataset: str, native_size: int) -> int:

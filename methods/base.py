@@ -8,13 +8,14 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from data.augment import AugmentPolicy, policy_for
 from methods.backbones import BACKBONES, resolve_backbone
 from methods.optim import DecoupledSGD, cycle_shape, lr_at_epoch
 
@@ -286,18 +287,18 @@ class Method(abc.ABC):
     """One trained model of one method on one split. Plain PyTorch, no Ray."""
 
     name: ClassVar[str]
-    # Decides the data, metrics and artefacts of a trial: "osr" (trainables/runs.py) or
-    # "gate_clustering" (trainables/gate_clustering.py).
+    # The task it solves, by name (trainables/tasks.py): its trial runner, splits, metrics and default
+    # objective. "osr" (open-set), "gate_clustering" (ClustNet) or "clustering".
     task: ClassVar[str] = "osr"
     Config: ClassVar[type[MethodConfig]]
-    objective: ClassVar[str] = "val_auroc"  # the search objective unless --metric says otherwise
+    # The search objective unless --metric says otherwise; None: the task's.
+    objective: ClassVar[str | None] = None
+    # What the report advises when no final model could be scored (``InvalidCellError``).
+    unscorable_advice: ClassVar[str] = "try more epochs (--max-epochs) or a higher learning rate"
     datasets: ClassVar[tuple[str, ...] | None] = None  # the datasets it runs on; None: all of them
     search_seeds: ClassVar[int] = 1  # seeds per trial in a search unless --seeds says otherwise
     # False: inputs are x / max_value in [0, 1] instead of standardised by the training images' statistics.
     standardise_inputs: ClassVar[bool] = True
-    # The batch augmentation (data/augment.py ``policy_for``) when the config has no ``aug_mode``; "none"
-    # for a method that makes its own views.
-    default_aug_mode: ClassVar[str] = "torchvision"
 
     def __init__(self, config: MethodConfig, info: DataInfo) -> None:
         self.config = config
@@ -327,6 +328,13 @@ class Method(abc.ABC):
     def rerun_seeds(cls, dataset: str) -> int:
         """Seeds per split when an exported config is re-run (``--config``) without ``--seeds``."""
         return 3 if dataset == "digits" else 1
+
+    @classmethod
+    def augmentation(cls, config: MethodConfig, dataset: str) -> AugmentPolicy | None:
+        """The batch augmentation a run of ``config`` trains with on ``dataset`` (None: none): the
+        config's ``aug_mode`` (data/augment.py ``policy_for``), ``torchvision`` where the config has
+        none. A method that makes its own views returns None."""
+        return policy_for(getattr(config, "aug_mode", "torchvision"), dataset, getattr(config, "aug_magnitude", 9))
 
     def training_targets(self, labels: torch.Tensor) -> torch.Tensor:
         """What the training batches carry for these labels; the task's labels by default. A weakly
@@ -365,6 +373,12 @@ class Method(abc.ABC):
         """Runs ``batchnorm_networks`` on one batch of training images (test transform) the way
         ``evaluate`` runs them, so every BatchNorm layer sees the inputs evaluation gives it."""
         raise NotImplementedError(f"{self.name} declares BatchNorm networks but not how they see a batch")
+
+    @classmethod
+    def report_notes(cls, metrics: Collection[str]) -> list[str]:
+        """Lines the end-of-search report prints under a table of these metric names, to say what the
+        method's own names mean (e.g. a companion's ``base_``/``delta_`` rows). Default: none."""
+        return []
 
     def derived(self) -> dict[str, Any]:
         """Values that follow from the config and the budget (e.g. the schedule's actual shape), written
@@ -449,9 +463,10 @@ class SupervisedMethod(Method):
         return lr_at_epoch(epoch, c.lr, c.epochs, c.warmup_epochs, c.restarts, c.lr_schedule)
 
     def derived(self) -> dict[str, Any]:
-        # A short budget gets fewer restarts and a shorter warm-up than configured (methods/optim.py).
+        # A short budget gets fewer restarts and a shorter warm-up than configured (methods/optim.py); a
+        # schedule without restarts (another, or a config without the recipe's) has nothing to shorten.
         c = self.config
-        if c.lr_schedule != "cosine_restarts":
+        if getattr(c, "lr_schedule", None) != "cosine_restarts":
             return {}
         shape = cycle_shape(c.epochs, c.warmup_epochs, c.restarts)
         return {"lr_restarts_used": shape.restarts, "lr_period": shape.period, "warmup_epochs_used": shape.warmup}

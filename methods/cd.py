@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
+from data.augment import AugmentPolicy
 from data.views import ViewPolicy, two_views, view_policy
 from methods.base import DataInfo, DivergedError, Method, MethodConfig
 from methods.optim import constant_or_cosine
@@ -209,9 +210,7 @@ def cd_objective(z1: torch.Tensor, z2: torch.Tensor, f1: torch.Tensor, f2: torch
 class ContrastiveDisentangling(Method):
     task: ClassVar[str] = "clustering"
     Config = CDConfig
-    objective: ClassVar[str] = "val_backbone_nmi"
     standardise_inputs: ClassVar[bool] = False  # §2.1: [0, 1] inputs, no mean/std normalisation
-    default_aug_mode: ClassVar[str] = "none"  # the two views are made in train_epoch (data/views.py)
     config: CDConfig
 
     def __init__(self, config: CDConfig, info: DataInfo) -> None:
@@ -253,6 +252,10 @@ class ContrastiveDisentangling(Method):
     def setting(self) -> dict[str, Any]:
         c = self.config
         return setting(self.backbone_name, self.image_size, c.epochs, c.transductive)
+
+    @classmethod
+    def augmentation(cls, config: MethodConfig, dataset: str) -> AugmentPolicy | None:
+        return None  # the two views are made in train_epoch (data/views.py)
 
     def training_targets(self, labels: torch.Tensor) -> torch.Tensor:
         """Zeros: the class labels never reach training (§1)."""

@@ -204,7 +204,6 @@ class ClustNet(Method):
     Config = ClustNetConfig
     config: ClustNetConfig
     datasets: ClassVar[tuple[str, ...] | None] = DATASETS
-    objective: ClassVar[str] = "val_mean_cluster_acc"  # §7: mean of the P and N clustering accuracies
     search_seeds: ClassVar[int] = 3  # §11: the seed variance is high
 
     @classmethod

@@ -7,7 +7,6 @@ at test time OpenMax runs on the activation vector [logits, pooled z₃, z₂, z
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -175,11 +174,6 @@ class Crosr(OpenMaxScoring, SupervisedMethod):
 
     def lr_for_epoch(self, epoch: int) -> float:
         return step_lr(epoch, self.config.lr, self.config.step_epochs, self.config.step_gamma)
-
-    def derived(self) -> dict[str, Any]:
-        # StepLR has no warm-up or restarts to shorten (the base class derives those of its schedule,
-        # whose keys this config does not have).
-        return {}
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits, recon, _ = self.model(x)

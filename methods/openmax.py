@@ -78,6 +78,11 @@ class OpenMaxScoring:
     cell. Closed-set prediction stays the argmax of the logits; ``pred_native`` is OpenMax's own
     argmax over K+1 (index K = unknown)."""
 
+    # A final model is unscorable when a Weibull fit is invalid: OpenMax needs at least 2 correctly
+    # classified training images of every class, and some cells fit where others cannot.
+    unscorable_advice: ClassVar[str] = ("try more epochs (--max-epochs), a higher learning rate, or other cells of "
+                                        "the post-hoc grid (tailsize, alpha_rank, distance)")
+
     primary_score: ClassVar[str] = "openmax"
     config: Any
     info: Any

@@ -12,15 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from results_analysis.tables import (
-    ExperimentError,
-    load_curves,
-    load_experiment,
-    rank_configs,
-    summarize,
-    to_csv,
-    to_markdown,
-)
+from results_analysis.markdown import to_csv, to_markdown
+from results_analysis.tables import load_curves, load_experiment, rank_configs, summarize
+from results_analysis.trial_files import ExperimentError
 
 # The ranking metric when --metric is not given: the first one the experiment has.
 DEFAULT_METRICS = ("auroc", "mean_cluster_acc")

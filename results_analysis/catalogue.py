@@ -27,13 +27,17 @@ __all__ = [
     "METRICS",
     "NEITHER",
     "OSR_METRICS",
+    "THRESHOLD_FREE_METRICS",
+    "METRIC_ORDER",
     "READOUT_PREFIXES",
     "MetricInfo",
     "base_metric",
     "is_percent",
     "lookup",
     "lower_is_better",
+    "is_threshold_free",
     "objective_mode",
+    "sort_metrics",
 ]
 
 HIGHER, LOWER, NEITHER = "higher", "lower", "neither"
@@ -142,3 +146,61 @@ def objective_mode(name: str) -> str:
 def is_percent(name: str) -> bool:
     info = lookup(name)
     return info is not None and info.percent
+
+
+# What such a run reports (protocol.md §7): accuracy, AUROC (of every score), OSCR, TNR/FPR@TPR95.
+THRESHOLD_FREE_METRICS = frozenset({"acc", "acc_full", "auroc", "oscr", "tnr_at_tpr95", "fpr_at_tpr95"})
+
+
+def is_threshold_free(metric: str) -> bool:
+    """Whether ``metric`` (without its phase prefix) needs nothing chosen on validation: a metric of
+    THRESHOLD_FREE_METRICS or a secondary score's AUROC (``auroc_<score>``), also a companion's
+    (``base_``) and its paired difference (``delta_``). Macro-F1, thresholds, diagnostics: no."""
+    for prefix in COMPANION_PREFIXES:
+        metric = metric.removeprefix(prefix)
+    return metric in THRESHOLD_FREE_METRICS or metric.startswith("auroc_")
+
+
+# Column order in reports: the protocol's main metrics first, the rest alphabetically.
+METRIC_ORDER = (
+    "auroc",
+    "oscr",
+    "acc",
+    "tnr_at_tpr95",
+    "fpr_at_tpr95",
+    "macro_f1",
+    "acc_c1",
+    "acc_c2",
+    "ensemble_gain",
+    "disagreement",
+    "phi",
+    "yule_q",
+    "mean_cluster_acc",
+    "pos_cluster_acc",
+    "neg_cluster_acc",
+    "binary_acc",
+    "cluster_acc",
+    "nmi",
+    "ari",
+    "backbone_nmi",
+    "backbone_ari",
+    "backbone_cluster_acc",
+    "feature_nmi",
+    "feature_ari",
+    "feature_cluster_acc",
+)
+
+
+def sort_metrics(metrics: list[str]) -> list[str]:
+    """METRIC_ORDER first, the rest alphabetically; a companion's metric and its difference right
+    after the method's own (auroc, base_auroc, delta_auroc)."""
+    order = {m: i for i, m in enumerate(METRIC_ORDER)}
+
+    def key(metric: str) -> tuple[int, str, int]:
+        for rank, prefix in enumerate(COMPANION_PREFIXES, start=1):
+            if metric.startswith(prefix):
+                name = metric.removeprefix(prefix)
+                return order.get(name, len(order)), name, rank
+        return order.get(metric, len(order)), metric, 0
+
+    return sorted(metrics, key=key)

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from data import load_pool  # noqa: E402
 from methods import method_names  # noqa: E402
-from trainables.runs import DataBundle  # noqa: E402
+from trainables.device_data import DataBundle  # noqa: E402
 from trainables.tasks import task_splits, trial_runs  # noqa: E402
 
 # Open-set methods also dumped as a re-run on every known training image (protocol.md §7): one plain,

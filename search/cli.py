@@ -23,14 +23,14 @@ from data import CLUSTERING_ONLY, DATASETS, DataMissingError, check_available, d
 from methods import Method, get_method, method_names
 from methods.presets import PresetError, get_preset, preset_config
 from results_analysis import catalogue
-from results_analysis.metrics import CLUSTERING_METRICS, GATE_CLUSTERING_METRICS
-from results_analysis.tables import (
+from results_analysis.trial_files import (
     ALL_KNOWN_TRAIN_FRACTION,
     FINAL_TRAIN_FRACTIONS,
     PROTOCOL_TRAIN_FRACTION,
     TRAIN_FRACTION_KEY,
 )
 from search import storage
+from trainables.tasks import objective_of, task_of
 
 
 class UsageError(Exception):
@@ -215,8 +215,16 @@ def parse_gpus(text: str) -> float:
     return float(value)
 
 
+def runs_on(method_cls: type[Method], dataset: str) -> bool:
+    """Whether ``method_cls`` can train on ``dataset``: one it lists (all where it lists none), and not a
+    clustering benchmark without class splits for a task that needs them."""
+    if method_cls.datasets is not None and dataset not in method_cls.datasets:
+        return False
+    return not (task_of(method_cls).class_splits and dataset in CLUSTERING_ONLY)
+
+
 def parse_splits(text: str, dataset: str, method_cls: type[Method]) -> list[int]:
-    if method_cls.task != "osr":
+    if not task_of(method_cls).class_splits:
         if text.strip() not in ("all", "0"):
             raise UsageError(f"--splits {text}: {method_cls.name} trains on every class at once (one split, 0); "
                              "drop --splits")
@@ -335,33 +343,17 @@ def objective_mode(metric: str) -> str:
 
 def check_metric(metric: str, method_cls: type[Method]) -> None:
     """A validation metric the method reports: test metrics are never an objective (protocol.md §7)."""
+    objective = objective_of(method_cls)
     if metric.startswith("test_"):
         raise UsageError(f"--metric {metric}: test metrics are never an objective; use a validation metric such as "
-                         f"{method_cls.objective}")
+                         f"{objective}")
     if not metric.startswith("val_") and metric != "train_loss":
-        raise UsageError(f"--metric {metric}: use a validation metric ({method_cls.objective}, …)")
+        raise UsageError(f"--metric {metric}: use a validation metric ({objective}, …)")
     if metric == "train_loss":
         return
-    name = metric.removeprefix("val_")
-    gate = name in GATE_CLUSTERING_METRICS or re.fullmatch(r"usage_e\d+", name) is not None
-    kmeans = name in CLUSTERING_METRICS
-    if method_cls.task == "gate_clustering" and not gate:
-        raise UsageError(f"--metric {metric}: {method_cls.name} reports val_ metrics "
-                         f"{', '.join(GATE_CLUSTERING_METRICS)}")
-    if method_cls.task == "clustering" and not kmeans:
-        raise UsageError(f"--metric {metric}: {method_cls.name} reports val_ metrics {', '.join(CLUSTERING_METRICS)}")
-    if method_cls.task == "osr" and (gate or kmeans):
-        raise UsageError(f"--metric {metric} is a clustering metric; {method_cls.name} is judged by val_auroc, "
-                         "val_acc, val_oscr, …")
-    if method_cls.task == "osr" and name not in catalogue.OSR_METRICS:
-        # Every open-set method reports OSR_METRICS (tests/test_metric_catalogue.py); anything else is
-        # checked against what an epoch of the method really reports.
-        from trainables.tasks import reported_metrics
-
-        reported = sorted(m for m in reported_metrics(method_cls.name) if m.startswith("val_"))
-        if metric not in reported:
-            raise UsageError(f"--metric {metric}: {method_cls.name} does not report it; its validation metrics are "
-                             f"{', '.join(reported)}")
+    problem = task_of(method_cls).metric_problem(metric, method_cls)
+    if problem is not None:
+        raise UsageError(problem)
 
 
 def final_train_fraction(flag: float | None, doc: dict[str, Any] | None, rerun: bool,
@@ -372,11 +364,11 @@ def final_train_fraction(flag: float | None, doc: dict[str, Any] | None, rerun: 
     doc = doc or {}
     given = flag if flag is not None else doc.get(TRAIN_FRACTION_KEY)
     if given is None:
-        return (PROTOCOL_TRAIN_FRACTION if method_cls.task == "osr" else None), None
+        return (PROTOCOL_TRAIN_FRACTION if task_of(method_cls).class_splits else None), None
     if not rerun:
         raise UsageError("--final-train-fraction is for re-running a chosen config (--config best.yaml): a search "
                          "selects on validation images, which a 1.0 run trains on; drop it")
-    if method_cls.task != "osr":
+    if not task_of(method_cls).class_splits:
         raise UsageError(f"--final-train-fraction is protocol.md §7's for open-set splits; {method_cls.name} is a "
                          f"{method_cls.task} method with its own hold-out: drop it (and {TRAIN_FRACTION_KEY} from the file)")
     if isinstance(given, bool) or given not in FINAL_TRAIN_FRACTIONS:
@@ -422,10 +414,10 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         raise UsageError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     if method_cls.datasets is not None and dataset not in method_cls.datasets:
         raise UsageError(f"{method} runs on {', '.join(method_cls.datasets)}, not {dataset}")
-    if method_cls.task == "osr" and dataset in CLUSTERING_ONLY:
+    if task_of(method_cls).class_splits and dataset in CLUSTERING_ONLY:
         raise UsageError(f"{dataset} has no open-set class splits (a clustering benchmark): use it with "
-                         f"{', '.join(n for n in method_names() if get_method(n).task == 'clustering')}")
-    metric = args.metric or method_cls.objective
+                         f"{', '.join(n for n in method_names() if runs_on(get_method(n), dataset))}")
+    metric = args.metric or objective_of(method_cls)
     try:
         check_metric(metric, method_cls)
     except UsageError as err:

@@ -15,13 +15,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from data import DataMissingError, load_pool
-from results_analysis.tables import ALL_KNOWN_TRAIN_FRACTION, TRAIN_FRACTION_KEY
+from results_analysis.trial_files import ALL_KNOWN_TRAIN_FRACTION, TRAIN_FRACTION_KEY
 from search import saved_state, storage
 from search.cli import EXPERIMENT_FILE, Request, UsageError
 from search.epoch_logs import epoch_loggers
 from search.optuna_search import PruningAwareOptunaSearch, make_sampler, make_storage
 from spaces import get_space
-from trainables.runs import DataBundle
+from trainables.device_data import DataBundle
 from trainables.tasks import task_splits
 from trainables.trial import train_trial
 

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from results_analysis.tables import TRIAL_ERROR_KEY
+from results_analysis.trial_files import TRIAL_ERROR_KEY
 
 
 class PruningAwareOptunaSearch(OptunaSearch):

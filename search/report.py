@@ -15,27 +15,20 @@ import pandas as pd
 import yaml
 from ray import tune
 
+from methods import get_method
+from methods.posthoc_selection import posthoc_records, select_posthoc_cell
 from methods.presets import setting_line
-from results_analysis.catalogue import is_percent
-from results_analysis.tables import (
-    COMPANION_PREFIXES,
+from results_analysis.catalogue import COMPANION_PREFIXES, is_percent
+from results_analysis.tables import summarize
+from results_analysis.trial_files import (
     GRID_FILE,
     PROTOCOL_TRAIN_FRACTION,
     TRAIN_FRACTION_KEY,
     TRIAL_ERROR_KEY,
     UNSCORABLE,
     config_key,
-    posthoc_records,
-    select_posthoc_cell,
-    summarize,
 )
 from search import storage
-
-# What to change when final models cannot be scored (OpenMax needs at least 2 correctly classified
-# training images of every class for its Weibull fits, and some cells fit where others cannot).
-UNSCORABLE_ADVICE = ("try more epochs (--max-epochs), a higher learning rate, or other cells of the post-hoc grid "
-                     "(tailsize, alpha_rank, distance)")
-
 
 # A trial's end states, in the summary's order; an experiment with RESUMABLE ones was interrupted.
 RESUMABLE = ("interrupted", "not started")
@@ -187,13 +180,14 @@ def render(summary: Summary, best_yaml: str | None) -> str:
              + ", ".join(f"{n} {s}" for s, n in counts.items())]
     lines += [o.line(summary.metric) for o in summary.outcomes]
     unscorable = sum(o.status == "unscorable" for o in summary.outcomes)
+    method_cls = get_method(summary.method)
     if unscorable and unscorable == len(summary.outcomes):
         lines.append(f"No best config: no trial's final model could be scored ({_reasons(summary.outcomes)}); "
-                     f"{UNSCORABLE_ADVICE}.")
+                     f"{method_cls.unscorable_advice}.")
         return "\n".join(lines)
     if unscorable:
         lines.append(f"{unscorable} trial{'s' if unscorable > 1 else ''} ended unscorable (the final model could not "
-                     f"be scored, reasons above): {UNSCORABLE_ADVICE}.")
+                     f"be scored, reasons above): {method_cls.unscorable_advice}.")
     if not summary.chosen:
         lines.append("No trial finished all its epochs: no best config.")
         return "\n".join(lines)
@@ -217,9 +211,7 @@ def render(summary: Summary, best_yaml: str | None) -> str:
                      "rates in %:")
         split_cols = [c for c in table.columns if c.startswith("mean_split")]
         base, delta = COMPANION_PREFIXES
-        if any(m.startswith(base) for m in table.index):
-            lines.append("  (base: the in-run baseline, the same pair trained with adversarial weight 0; "
-                         "Δ: the paired difference, method − base)")
+        lines += [f"  ({note})" for note in method_cls.report_notes(list(table.index))]
         for metric, row in table.iterrows():
             if metric.startswith(COMPANION_PREFIXES):
                 continue

@@ -14,7 +14,8 @@ import torch
 
 from data import load_pool, make_split
 from results_analysis.metrics import accuracy, auroc, disagreement_rate
-from trainables.runs import DataBundle, TrialRuns
+from trainables.device_data import DataBundle
+from trainables.open_set import OpenSetRunner
 
 # Quick settings: the small classifier and D at batch 32 (digits split 0 has 574 training images).
 # Measured 2026-11-23: validation accuracy 0.17 / 0.43 / 0.64 / 0.92 after epochs 1–4 of 8 (mode
@@ -34,7 +35,7 @@ def digits():
 @pytest.fixture(scope="module")
 def trained(digits):
     config = {"method": "adversarial", "dataset": "digits", "splits": [0], "seeds": [0], "epochs": EPOCHS, **QUICK}
-    runs = TrialRuns(config, digits, torch.device("cpu"))
+    runs = OpenSetRunner(config, digits, torch.device("cpu"))
     epochs = [runs.train_epoch(e) for e in range(EPOCHS)]
     return runs, epochs, runs.test()
 
@@ -79,7 +80,7 @@ def test_final_file_and_mode_none_has_no_companion(trained, digits, tmp_path):
     assert json.loads((tmp_path / "final_metrics.json").read_text())["records"] == final["records"]
     config = {"method": "adversarial", "dataset": "digits", "splits": [0], "seeds": [0], "epochs": 1,
               "mode": "none", **QUICK}
-    plain = TrialRuns(config, digits, torch.device("cpu"))
+    plain = OpenSetRunner(config, digits, torch.device("cpu"))
     result = plain.train_epoch(0)
     assert "val_disagreement" in result and not any("base" in k or "delta" in k for k in result)
     assert plain.runs[0].method.discriminator is not None  # built, never trained: mode none has no D step
@@ -89,12 +90,12 @@ def test_final_file_and_mode_none_has_no_companion(trained, digits, tmp_path):
 def test_a_restored_checkpoint_continues_exactly_like_the_uninterrupted_run(digits):
     """What Tune's resume relies on: three optimisers (two SGD, D's Adam), both pairs, D and the RNGs."""
     config = {"method": "adversarial", "dataset": "digits", "splits": [0], "seeds": [0], "epochs": 2, **QUICK}
-    straight = TrialRuns(config, digits, torch.device("cpu"))
+    straight = OpenSetRunner(config, digits, torch.device("cpu"))
     straight.runs[0].train_epoch(32, 0)
     saved = copy.deepcopy(straight.state_dict(0))  # state_dict holds the live tensors
     straight.runs[0].train_epoch(32, 1)
 
-    resumed = TrialRuns(config, digits, torch.device("cpu"))
+    resumed = OpenSetRunner(config, digits, torch.device("cpu"))
     assert resumed.load_state_dict(saved) == 0
     resumed.runs[0].train_epoch(32, 1)
     a, b = straight.runs[0].method.state_dict(), resumed.runs[0].method.state_dict()

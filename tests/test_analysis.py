@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from results_analysis import markdown as MD
 from results_analysis import tables as T
+from results_analysis import trial_files as TF
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -236,7 +238,7 @@ def test_load_experiment_bad_folder(tmp_path, make):
         (path / "not_a_trial").mkdir()
     elif make == "file":
         path.write_text("x")
-    with pytest.raises(T.ExperimentError):
+    with pytest.raises(TF.ExperimentError):
         T.load_experiment(path)
 
 
@@ -244,7 +246,7 @@ def test_corrupt_final_metrics_names_the_file(tmp_path):
     exp = tmp_path / "exp"
     (exp / "t").mkdir(parents=True)
     (exp / "t" / "final_metrics.json").write_text("{not json")
-    with pytest.raises(T.ExperimentError, match="final_metrics.json"):
+    with pytest.raises(TF.ExperimentError, match="final_metrics.json"):
         T.load_experiment(exp)
 
 
@@ -351,21 +353,21 @@ def test_best_config_needs_one_method_dataset():
 
 
 def test_format_mean_std():
-    assert T.format_mean_std(0.9361, 0.0042) == "93.6 ± 0.4"
-    assert T.format_mean_std(0.9361, 0.0042, scale=1, digits=3) == "0.936 ± 0.004"
-    assert T.format_mean_std(0.5, float("nan")) == "50.0 ± n/a"
-    assert T.format_mean_std(float("nan"), float("nan")) == "n/a"
+    assert MD.format_mean_std(0.9361, 0.0042) == "93.6 ± 0.4"
+    assert MD.format_mean_std(0.9361, 0.0042, scale=1, digits=3) == "0.936 ± 0.004"
+    assert MD.format_mean_std(0.5, float("nan")) == "50.0 ± n/a"
+    assert MD.format_mean_std(float("nan"), float("nan")) == "n/a"
 
 
 def test_rate_variants_print_in_percent():
     df = _tidy([("m", "finished", "{}", 0, "auroc_maxact", 0.9), ("m", "finished", "{}", 0, "radius", 12.5)])
-    md = T.to_markdown(T.summarize(df, phase="val"))
+    md = MD.to_markdown(T.summarize(df, phase="val"))
     assert "90.0 ± n/a" in md and "12.500 ± n/a" in md
 
 
 def test_to_markdown_and_csv(experiment, tmp_path):
     s = T.summarize(T.load_experiment(experiment))
-    md = T.to_markdown(s)
+    md = MD.to_markdown(s)
     lines = md.splitlines()
     assert lines[0] == "| rank | method | dataset | n runs | auroc | acc | config (keys that differ) |"
     # Only lr differs between the two configs; the full best config is listed below the table.
@@ -373,7 +375,7 @@ def test_to_markdown_and_csv(experiment, tmp_path):
     assert lines[3] == "| 2 | difair | digits | 2 | 73.0 ± 4.2 | 85.0 ± 7.1 | lr=0.1 |"
     assert f"- difair / digits: `{_key(CFG_B1)}`" in md
     assert "| difair | digits | auroc | 62.0 | 72.0 |" in md
-    T.to_csv(s, tmp_path / "s.csv")
+    MD.to_csv(s, tmp_path / "s.csv")
     back = pd.read_csv(tmp_path / "s.csv")
     np.testing.assert_allclose(back["mean"], s["mean"])
     assert back["config"].tolist() == s["config"].tolist()
@@ -471,7 +473,7 @@ def test_companion_metrics_sort_beside_their_own_and_are_percent():
     metrics = summary["metric"].tolist()
     assert metrics[:3] == ["auroc", "base_auroc", "delta_auroc"]
     assert metrics.index("phi") < metrics.index("tpa_0of2")  # the METRIC_ORDER ones first
-    table = T.to_markdown(summary)
+    table = MD.to_markdown(summary)
     assert "85.0 ± 7.1" in table  # auroc in percent: mean 0.85, std 0.0707
     assert "82.5 ± 3.5" in table and "2.5 ± 3.5" in table  # base_auroc and delta_auroc too
     assert "0.400 ± 0.000" in table  # a correlation is not a percentage

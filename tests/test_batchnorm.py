@@ -25,7 +25,8 @@ from methods.batchnorm import (
     statistics_stale,
 )
 from methods.registry import method_names
-from trainables.runs import DataBundle, Run
+from trainables.device_data import DataBundle
+from trainables.split_run import SplitRun
 from trainables.tasks import task_splits, trial_runs
 
 # What a default 30-epoch search gives the recipe methods (spaces.recipe_fixed), at the largest batch
@@ -53,7 +54,7 @@ def _batchnorm_layers(method: object) -> list[_BatchNorm]:
             if isinstance(m, _BatchNorm)]
 
 
-def _batch_statistics_predictions(run: Run) -> np.ndarray:
+def _batch_statistics_predictions(run: SplitRun) -> np.ndarray:
     """``pred`` on the training images with every BatchNorm normalising by its batch's statistics (what
     training sees) and everything else as in evaluation: a copy whose running buffers are removed, which
     PyTorch's BatchNorm then treats as "use the batch" in eval mode too, without updating anything."""

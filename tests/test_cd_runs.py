@@ -14,8 +14,8 @@ import torch
 
 from data import load_pool
 from results_analysis.metrics import CLUSTERING_METRICS
-from trainables.clustering import ClusteringRuns
-from trainables.runs import DataBundle
+from trainables.clustering import ClusteringRunner
+from trainables.device_data import DataBundle
 from trainables.tasks import task_splits, trial_runs
 
 # The project's small CPU backbone: a digits epoch takes about a second.
@@ -41,7 +41,7 @@ def test_the_split_trains_on_the_whole_train_split_and_validates_on_a_stratified
 def test_epochs_report_kmeans_validation_and_the_end_files_label_the_setting(digits, tmp_path):
     _, bundle = digits
     runs = trial_runs(QUICK, bundle, torch.device("cpu"))
-    assert isinstance(runs, ClusteringRuns)
+    assert isinstance(runs, ClusteringRunner)
     results = [runs.train_epoch(e) for e in range(2)]
     last = results[-1]
     assert not any(k.startswith("test_") for k in last)  # the searcher never sees test data

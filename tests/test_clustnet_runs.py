@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from data import load_pool, whole_dataset_split
-from trainables.gate_clustering import CONFUSION_DIR, GateClusteringRuns
-from trainables.runs import DataBundle
+from trainables.device_data import DataBundle
+from trainables.gate_clustering import CONFUSION_DIR, GateClusteringRunner
 from trainables.tasks import task_splits, trial_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,7 +49,7 @@ def test_epochs_report_train_and_validation_metrics_and_write_confusion_files(di
     config = {"method": "clustnet", "dataset": "digits", "splits": [0], "seeds": [0, 1], "epochs": 2,
               "batch_size": 16, "balance_weight": 0.1}
     runs = trial_runs(config, digits, torch.device("cpu"))
-    assert isinstance(runs, GateClusteringRuns)
+    assert isinstance(runs, GateClusteringRunner)
     runs.write_epoch(tmp_path, 0)  # the initial weights
     results = []
     for epoch in range(2):

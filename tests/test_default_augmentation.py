@@ -10,7 +10,6 @@ import pytest
 
 from data.augment import DATASETS, AugmentPolicy
 from methods import get_method, method_names
-from trainables.runs import training_policy
 
 
 def _policy(kind: str, padding: int, flip: bool, max_value: int = 255) -> AugmentPolicy:
@@ -46,12 +45,12 @@ def test_default_training_augmentation(method, dataset):
     cls = get_method(method)
     if cls.datasets is not None and dataset not in cls.datasets:
         pytest.skip(f"{method} does not run on {dataset}")
-    assert training_policy(cls, cls.Config(), dataset) == EXPECTED[method][dataset]
+    assert cls.augmentation(cls.Config(), dataset) == EXPECTED[method][dataset]
 
 
 def test_clustnet_augmentation_can_be_chosen():
     cls = get_method("clustnet")
     config = cls.Config.from_dict({"aug_mode": "torchvision"})
-    assert training_policy(cls, config, "mnist") == TORCHVISION["mnist"]
+    assert cls.augmentation(config, "mnist") == TORCHVISION["mnist"]
     with pytest.raises(ValueError, match="aug_mode"):
         cls.Config.from_dict({"aug_mode": "sideways"})

@@ -16,19 +16,17 @@ import yaml
 from trial_files import results, trial_dirs
 
 from data import load_pool, make_split
+from results_analysis.catalogue import THRESHOLD_FREE_METRICS, is_threshold_free
+from results_analysis.markdown import to_markdown
 from results_analysis.metrics import auroc
-from results_analysis.tables import (
-    THRESHOLD_FREE_METRICS,
-    TRAIN_FRACTION_KEY,
-    is_threshold_free,
-    load_experiment,
-    summarize,
-    to_markdown,
-)
+from results_analysis.tables import load_experiment, summarize
+from results_analysis.trial_files import TRAIN_FRACTION_KEY
 from search.cli import build_parser, validate
 from search.main import main
 from search.report import Summary, TrialOutcome, export_yaml, render
-from trainables.runs import AllKnownTrialRuns, DataBundle, TrialRuns
+from trainables.device_data import DataBundle
+from trainables.open_set import AllKnownRunner, OpenSetRunner
+from trainables.open_set_scoring import cell_scores
 from trainables.tasks import trial_runs
 
 CPU = torch.device("cpu")
@@ -46,7 +44,7 @@ def digits(tmp_path_factory):
     return DataBundle.from_pool(pool, {0: make_split(pool, 0)})
 
 
-def train(runs: TrialRuns, tmp_path: Path) -> tuple[dict, dict]:
+def train(runs: OpenSetRunner, tmp_path: Path) -> tuple[dict, dict]:
     for epoch in range(runs.epochs):
         last = runs.train_epoch(epoch)
     return last, runs.write_final(tmp_path, "t", last)
@@ -63,7 +61,7 @@ def test_all_known_run_trains_on_exactly_train_and_validation_knowns(digits):
     split = digits.splits[0]
     all_known = trial_runs({**SOFTMAX, TRAIN_FRACTION_KEY: 1.0}, digits, CPU)
     default = trial_runs(SOFTMAX, digits, CPU)
-    assert type(all_known) is AllKnownTrialRuns and type(default) is TrialRuns
+    assert type(all_known) is AllKnownRunner and type(default) is OpenSetRunner
     union = np.union1d(split.train, split.val_known)
     assert np.array_equal(union, split.train_full)  # on digits the balanced val_known is the whole hold-out
     run = all_known.runs[0]
@@ -134,7 +132,7 @@ def test_all_known_run_scores_with_the_given_posthoc_cell(fixed_cell):
     # The reported AUROC is that of the given cell, scored independently on the test outputs.
     run = runs.runs[0]
     by_key = {c.key: c for c in run.method.posthoc_cells()}
-    known, unknown = run.cell_scores(run.outputs("test"), by_key[cell])
+    known, unknown = cell_scores(run, run.outputs("test"), by_key[cell])
     reported = next(r["value"] for r in final["records"] if r["metric"] == "auroc")
     assert reported == pytest.approx(auroc(known["score"], unknown["score"]), abs=1e-12)
 

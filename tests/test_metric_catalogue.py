@@ -15,10 +15,11 @@ import torch
 from data import load_pool
 from methods import get_method, method_names
 from results_analysis import catalogue as C
+from results_analysis import markdown as MD
 from results_analysis import tables as T
 from results_analysis.__main__ import main as analysis_main
 from search.cli import objective_mode
-from trainables.runs import DataBundle
+from trainables.device_data import DataBundle
 from trainables.tasks import task_splits, trial_runs
 
 # The smallest trial of each method that still ends scorable on digits (OpenMax needs every known
@@ -149,7 +150,7 @@ def test_results_analysis_ranks_lower_nll_first(tmp_path, capsys):
 def test_plain_and_percent_formats_come_from_the_table():
     assert C.is_percent("grid_auroc") and C.is_percent("val_hypersphere_pct") and C.is_percent("train_usage_e0")
     assert not C.is_percent("nll") and not C.is_percent("threshold_msp") and not C.is_percent("delta_phi")
-    md = T.to_markdown(T.summarize(pd.DataFrame(
+    md = MD.to_markdown(T.summarize(pd.DataFrame(
         [("t1", "m", "d", "finished", "{}", 0, 0, "val", "grid_auroc", 0.9),
          ("t1", "m", "d", "finished", "{}", 0, 0, "val", "nll", 0.25)], columns=T.COLUMNS), phase="val"))
     assert "90.0 ± n/a" in md and "0.250 ± n/a" in md
@@ -208,7 +209,7 @@ def test_the_search_report_shows_rates_in_percent_and_the_rest_plain(tmp_path):
                                            {"auroc": 0.8, "nll": 0.25, "delta_auroc": 0.04}])
                for m, v in values.items()]
     final = {"config": {"lr": 0.1}, "records": records}
-    summary = Summary("m", "digits", "val_auroc", [TrialOutcome("t0", tmp_path, "finished", 0.85, final=final)])
+    summary = Summary("softmax", "digits", "val_auroc", [TrialOutcome("t0", tmp_path, "finished", 0.85, final=final)])
     summary.chosen = summary.outcomes
     line = next(ln for ln in render(summary, None).splitlines() if ln.strip().startswith("auroc"))
     assert "85.00 ± 7.07" in line and "Δ +3.00 ± 1.41" in line and "s0=90.00" in line

@@ -13,7 +13,8 @@ import torch
 from data import load_pool, make_split
 from methods.weibull import WeibullFitError
 from results_analysis.metrics import threshold_at_tpr
-from trainables.runs import DataBundle, TrialRuns
+from trainables.device_data import DataBundle
+from trainables.open_set import OpenSetRunner
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_unfittable_epoch_reports_nan_with_the_reason_and_the_final_test_raises(
     # Two SGD steps at a tiny LR: some class has no correctly classified training image yet.
     config = {"method": "crosr", "dataset": "digits", "splits": [0], "seeds": [0], "epochs": 1,
               "batch_size": 256, "lr": 0.01}
-    runs = TrialRuns(config, digits, torch.device("cpu"))
+    runs = OpenSetRunner(config, digits, torch.device("cpu"))
     result = runs.train_epoch(0)
     assert math.isnan(result["val_auroc"])
     assert result["val_unscorable_runs"] == 1
@@ -42,7 +43,7 @@ def trained(digits):
     torch.set_num_threads(2)
     config = {"method": "openmax", "dataset": "digits", "splits": [0], "seeds": [0], "epochs": 8,
               "warmup_epochs": 0, "restarts": 0, "lr": 0.1, "batch_size": 32, "alpha_rank": 3, "tailsize": 10}
-    runs = TrialRuns(config, digits, torch.device("cpu"))
+    runs = OpenSetRunner(config, digits, torch.device("cpu"))
     for epoch in range(8):
         last = runs.train_epoch(epoch)
     return runs, last, runs.test()
@@ -100,7 +101,7 @@ def test_openmax_trains_exactly_the_softmax_baseline(digits):
             "lr": 0.1, "batch_size": 64}
     trained = {}
     for method in ("softmax", "openmax"):
-        runs = TrialRuns({**base, "method": method}, digits, torch.device("cpu"))
+        runs = OpenSetRunner({**base, "method": method}, digits, torch.device("cpu"))
         for epoch in range(2):
             result = runs.train_epoch(epoch)
         trained[method] = (runs.runs[0].method.model.state_dict(), result["runs"]["split0_seed0"])

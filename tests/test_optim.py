@@ -194,7 +194,7 @@ def test_every_method_derives_what_final_metrics_json_records(method):
     """``derived`` is written for every trial: it must work for every registered method's defaults
     (CROSR's StepLR recipe has no warm-up or restarts to derive)."""
     from data import load_pool
-    from trainables.runs import DataBundle
+    from trainables.device_data import DataBundle
     from trainables.tasks import task_splits, trial_runs
 
     pool = load_pool("digits", "unused")

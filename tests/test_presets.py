@@ -21,7 +21,7 @@ from methods.presets import REDUCED_LABEL, REFERENCE_LABEL, describe_setting, pr
 from search.cli import build_parser, validate
 from search.main import main
 from search.report import Summary, TrialOutcome, export_yaml, render
-from trainables.runs import DataBundle
+from trainables.device_data import DataBundle
 from trainables.tasks import task_splits, trial_runs
 
 MNIST_ROOT = Path(__file__).resolve().parents[2] / "shared/datasets"

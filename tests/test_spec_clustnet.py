@@ -253,7 +253,7 @@ def test_config_round_trips_lists_through_plain_values():
 @pytest.fixture(scope="module")
 def digits_clustnet():
     from data import load_pool
-    from trainables.runs import DataBundle
+    from trainables.device_data import DataBundle
     from trainables.tasks import task_splits
 
     pool = load_pool("digits", "unused")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from data import load_pool, make_split
-from trainables.runs import DataBundle, TrialRuns
+from trainables.device_data import DataBundle
+from trainables.open_set import OpenSetRunner
 
 CONFIG = {"method": "softmax", "dataset": "digits", "splits": [0], "seeds": [0, 1], "epochs": 2, "batch_size": 64,
           "lr": 0.05, "warmup_epochs": 0}
@@ -32,12 +33,12 @@ def _through_disk(state: dict) -> dict:
 def test_cuda_rng_state_of_every_run_round_trips_through_the_checkpoint(digits):
     # No CUDA here: each run's CUDA RNG state is a stand-in byte tensor (what torch.cuda.get_rng_state
     # returns), distinct per run, and must come back into the same run of a freshly built trial.
-    saved_runs = TrialRuns(CONFIG, digits, torch.device("cpu"))
+    saved_runs = OpenSetRunner(CONFIG, digits, torch.device("cpu"))
     stand_ins = {run.key: torch.arange(16, dtype=torch.uint8) + i for i, run in enumerate(saved_runs.runs)}
     for run in saved_runs.runs:
         run.cuda_rng_state = stand_ins[run.key].clone()
     state = _through_disk(saved_runs.state_dict(0))
-    resumed = TrialRuns(CONFIG, digits, torch.device("cpu"))
+    resumed = OpenSetRunner(CONFIG, digits, torch.device("cpu"))
     assert all(run.cuda_rng_state is None for run in resumed.runs)  # a CPU run has none of its own
     assert resumed.load_state_dict(state) == 0
     for run in resumed.runs:
@@ -45,9 +46,9 @@ def test_cuda_rng_state_of_every_run_round_trips_through_the_checkpoint(digits):
 
 
 def test_cpu_checkpoint_without_cuda_state_still_loads(digits):
-    runs = TrialRuns(CONFIG, digits, torch.device("cpu"))
+    runs = OpenSetRunner(CONFIG, digits, torch.device("cpu"))
     state = _through_disk(runs.state_dict(0))
-    resumed = TrialRuns(CONFIG, digits, torch.device("cpu"))
+    resumed = OpenSetRunner(CONFIG, digits, torch.device("cpu"))
     resumed.load_state_dict(state)
     assert all(run.cuda_rng_state is None for run in resumed.runs)
 
@@ -55,13 +56,13 @@ def test_cpu_checkpoint_without_cuda_state_still_loads(digits):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_resume_replays_dropout_exactly(digits):
     device = torch.device("cuda")
-    straight = TrialRuns(CONFIG, digits, device)
+    straight = OpenSetRunner(CONFIG, digits, device)
     for run in straight.runs:
         run.train_epoch(straight.batch_size, 0)
     state = _through_disk(copy.deepcopy(straight.state_dict(0)))
     for run in straight.runs:
         run.train_epoch(straight.batch_size, 1)
-    resumed = TrialRuns(CONFIG, digits, device)  # built after the straight run moved the CUDA RNG on
+    resumed = OpenSetRunner(CONFIG, digits, device)  # built after the straight run moved the CUDA RNG on
     resumed.load_state_dict(state)
     for run in resumed.runs:
         run.train_epoch(resumed.batch_size, 1)

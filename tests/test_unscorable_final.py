@@ -19,12 +19,16 @@ from optuna.trial import TrialState
 from trial_files import results, study_trials, trial_dirs
 
 from data import load_pool, make_split
+from methods.openmax import OpenMax
 from results_analysis import tables as T
 from search.main import main
 from search.optuna_search import PruningAwareOptunaSearch, make_sampler, make_storage
-from search.report import UNSCORABLE_ADVICE, Summary, TrialOutcome, render
+from search.report import Summary, TrialOutcome, render
 from trainables import trial
-from trainables.runs import DataBundle, TrialRuns
+from trainables.device_data import DataBundle
+from trainables.open_set import OpenSetRunner
+
+UNSCORABLE_ADVICE = OpenMax.unscorable_advice
 
 # Two SGD steps at a tiny LR: some class has no correctly classified training image yet, so OpenMax
 # cannot fit the final model (tests/test_openmax_runs.py shows the same epoch reporting NaN).
@@ -42,7 +46,7 @@ def digits(tmp_path_factory) -> DataBundle:
 
 def test_unscorable_final_model_writes_its_reason_instead_of_raising(digits, tmp_path):
     torch.set_num_threads(2)
-    runs = TrialRuns(UNFITTABLE_CROSR, digits, torch.device("cpu"))
+    runs = OpenSetRunner(UNFITTABLE_CROSR, digits, torch.device("cpu"))
     last = runs.train_epoch(0)
     assert math.isnan(last["val_auroc"])
     final = runs.write_final(tmp_path, "t0", last)
@@ -102,7 +106,7 @@ def test_failure_after_an_epoch_reports_that_epochs_metrics_as_nan(digits, repor
         if epoch == 2:
             raise KeyError("lost a file")
 
-    monkeypatch.setattr(TrialRuns, "write_epoch", write_epoch)
+    monkeypatch.setattr(OpenSetRunner, "write_epoch", write_epoch)
     config = {**DIVERGING_SOFTMAX, "lr": 0.05, "epochs": 3}
     trial.train_trial(config, digits, checkpoint_every=10)
     first, error = reports
@@ -118,7 +122,7 @@ def test_failure_before_a_report_names_the_post_hoc_objectives_too(digits, repor
     def train_epoch(self, epoch):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(TrialRuns, "train_epoch", train_epoch)
+    monkeypatch.setattr(OpenSetRunner, "train_epoch", train_epoch)
     trial.train_trial({**UNFITTABLE_CROSR, "posthoc_objective": "grid_best"}, digits)
     (report,) = reports
     assert report["trial_error"] == "RuntimeError: out of memory"

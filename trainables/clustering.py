@@ -19,10 +19,11 @@ import pandas as pd
 import torch
 
 from results_analysis.metrics import kmeans_readout
-from trainables.runs import Run, TestOutcome, TrialRuns, _mean_over_runs, _records
+from trainables.split_run import SplitRun
+from trainables.trial_runner import TestOutcome, TrialRunner, mean_over_runs, run_records
 
 
-class ClusteringRuns(TrialRuns):
+class ClusteringRunner(TrialRunner):
     """The (seed) runs of one clustering config on the whole-dataset split, one epoch at a time."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -42,7 +43,7 @@ class ClusteringRuns(TrialRuns):
         """The images the test readout clusters: the test split, or every training image (train+test)."""
         return "train" if self.transductive else "test_known"
 
-    def readout(self, run: Run, phase: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    def readout(self, run: SplitRun, phase: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """(``<phase>_<readout>_<metric>``, the k-means clusters per readout) of one run."""
         part = "val_known" if phase == "val" else self.test_part()
         labels = run.y[part].cpu().numpy()
@@ -54,10 +55,10 @@ class ClusteringRuns(TrialRuns):
         for run in self.runs:
             logs = run.train_epoch(self.batch_size, epoch)
             per_run[run.key] = {**logs, **self.readout(run, "val")[0]}
-        return {**_mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run}
+        return {**mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run}
 
     def validation_names(self) -> list[str]:
-        """The validation readout's metric names (``TrialRuns.validation_names``)."""
+        """The validation readout's metric names (``TrialRunner.validation_names``)."""
         return sorted({name for run in self.runs for name in self.readout(run, "val")[0]})
 
     def test(self) -> TestOutcome:
@@ -65,11 +66,11 @@ class ClusteringRuns(TrialRuns):
         frames = []
         for run in self.runs:
             metrics, clusters = self.readout(run, "test")
-            records += _records(run, "test", metrics)
+            records += run_records(run, "test", metrics)
             frames.append(self._cluster_frame(run, clusters))
         return TestOutcome(records, pd.concat(frames, ignore_index=True))
 
-    def _cluster_frame(self, run: Run, clusters: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    def _cluster_frame(self, run: SplitRun, clusters: Mapping[str, np.ndarray]) -> pd.DataFrame:
         """One row per clustered image: where it comes from (``source`` train/test and its index there),
         its class and its cluster under each readout."""
         split = run.split

@@ -1,6 +1,6 @@
 """The work of one ClustNet trial (task ``gate_clustering``) without Ray: train on the binary weak
 label, and judge every epoch by how the gate's choice lines up with the hidden classes (clustnet.md
-§7-§8). Data, seeds, checkpoints and the end files are TrialRuns'; what differs is what is measured
+§7-§8). Data, seeds, checkpoints and the end files are TrialRunner'; what differs is what is measured
 and the gate-vs-class confusion matrices written into the trial folder every epoch."""
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import numpy as np
 import pandas as pd
 
 from results_analysis.metrics import gate_class_counts, gate_clustering_metrics
-from trainables.runs import Run, TestOutcome, TrialRuns, _mean_over_runs, _records
+from trainables.split_run import SplitRun
+from trainables.trial_runner import TestOutcome, TrialRunner, mean_over_runs, run_records
 
 # Phase -> the part of the whole-dataset split it reads (data.whole_dataset_split).
 PARTS = {"train": "train", "val": "val_known", "test": "test_known"}
 CONFUSION_DIR = "gate_confusion"
 
 
-class GateClusteringRuns(TrialRuns):
+class GateClusteringRunner(TrialRunner):
     """ClustNet's (seed) runs on the whole-dataset split, advanced one epoch at a time."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -29,7 +30,7 @@ class GateClusteringRuns(TrialRuns):
         # (epoch, {run key: {phase: (metrics, counts)}}) of the last evaluation, for write_epoch.
         self._evaluated: tuple[int, dict[str, dict[str, tuple[dict[str, float], np.ndarray]]]] | None = None
 
-    def evaluate_phase(self, run: Run, phase: str) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
+    def evaluate_phase(self, run: SplitRun, phase: str) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
         """(metrics named ``<phase>_…``, the expert × class count matrix, the raw outputs) of one run."""
         part = PARTS[phase]
         outputs = run.evaluate(part)
@@ -58,10 +59,10 @@ class GateClusteringRuns(TrialRuns):
         evaluated = self._evaluate_all(epoch + 1)
         per_run = {key: {**logs[key], **{k: v for phase in evaluated[key].values() for k, v in phase[0].items()}}
                    for key in logs}
-        return {**_mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run}
+        return {**mean_over_runs(per_run), "epoch": epoch + 1, "runs": per_run}
 
     def validation_names(self) -> list[str]:
-        """The training and validation metric names an epoch reports (``TrialRuns.validation_names``)."""
+        """The training and validation metric names an epoch reports (``TrialRunner.validation_names``)."""
         return sorted({name for run in self.runs for phase in ("train", "val")
                        for name in self.evaluate_phase(run, phase)[0]})
 
@@ -111,7 +112,7 @@ class GateClusteringRuns(TrialRuns):
         tested = {}
         for run in self.runs:
             metrics, counts, outputs = self.evaluate_phase(run, "test")
-            records += _records(run, "test", metrics)
+            records += run_records(run, "test", metrics)
             frames.append(_score_frame(run, outputs))
             tested[run.key] = {"test": (metrics, counts)}
         return TestOutcome(records, pd.concat(frames, ignore_index=True)), tested
@@ -123,7 +124,7 @@ class GateClusteringRuns(TrialRuns):
         return self.write_outcome(trial_dir, trial_id, last_epoch, outcome)
 
 
-def _score_frame(run: Run, outputs: Mapping[str, np.ndarray]) -> pd.DataFrame:
+def _score_frame(run: SplitRun, outputs: Mapping[str, np.ndarray]) -> pd.DataFrame:
     """One row per test image: its class and binary target, the gated log-probabilities, π and the
     gate's choice (clustnet.md §8)."""
     frame = pd.DataFrame({

@@ -15,8 +15,8 @@ import ray
 import torch
 from ray import tune
 
-from results_analysis.tables import TRIAL_ERROR_FILE, TRIAL_ERROR_KEY
-from trainables.runs import DataBundle
+from results_analysis.trial_files import TRIAL_ERROR_FILE, TRIAL_ERROR_KEY
+from trainables.device_data import DataBundle
 from trainables.tasks import trial_runs
 
 CHECKPOINT_FILE = "state.pt"
