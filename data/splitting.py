@@ -29,11 +29,13 @@ class Split:
     """One (dataset, split, convention): class lists and sorted int64 index arrays (do not modify them).
 
     ``train``, ``train_full``, ``val_known`` and ``val_unknown`` index ``pool.train_*``; the ``test_*``
-    arrays index ``pool.test_*``. Training label k is the pool label ``known[k]``.
+    arrays index ``pool.test_*``. Training label k is the pool label ``known[k]``. In a whole-dataset
+    split (ClustNet, clustering) every class is known: ``val_known`` is then the validation hold-out of
+    all classes and ``unknown`` is empty.
     """
 
     dataset: str
-    split: int
+    id: int  # the split's number (protocol.md §3), 0 for a whole-dataset split
     known: tuple[int, ...]
     unknown: tuple[int, ...]
     train: np.ndarray
@@ -185,7 +187,7 @@ def make_split(
         sel = select_indices(key, pool.train_y.numpy(), pool.test_y.numpy(), known, unknown)
     return Split(
         dataset=pool.name,
-        split=split,
+        id=split,
         known=tuple(int(k) for k in known),
         unknown=tuple(int(u) for u in unknown),
         train=_int64(sel["train"]),
@@ -212,7 +214,7 @@ def whole_dataset_split(pool: ImagePool) -> Split:
     train, held_out = stratified_holdout(everything, train_y, f"{pool.name}/all/val", *VAL_FRACTION)
     test = np.arange(len(test_y), dtype=np.int64)
     empty = np.zeros(0, dtype=np.int64)
-    return Split(dataset=pool.name, split=WHOLE_DATASET_SPLIT, known=classes, unknown=(), train=_int64(train),
+    return Split(dataset=pool.name, id=WHOLE_DATASET_SPLIT, known=classes, unknown=(), train=_int64(train),
                  train_full=everything, val_known=_int64(held_out), val_unknown=empty, test_known=test,
                  test_unknown=empty, test_known_full=test, convention={"holdout": "stratified 20% of train"})
 

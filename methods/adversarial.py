@@ -15,7 +15,7 @@ import copy
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,7 +24,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from data.augment import AUG_MODES
-from methods.base import DataInfo, DivergedError, Method, MethodConfig
+from methods.base import (
+    AT_LEAST_ONE,
+    POSITIVE,
+    UP_TO_ONE,
+    DataInfo,
+    DivergedError,
+    Method,
+    MethodConfig,
+    Range,
+)
 from methods.optim import constant_or_cosine
 from methods.presets import REFERENCE, Preset
 from methods.registry import register
@@ -50,6 +59,12 @@ BASELINE_VIEW = "base"  # output view of the in-run baseline pair (see Method.ev
 @dataclass(frozen=True)
 class AdversarialConfig(MethodConfig):
     """Defaults are the project's (§7): the reference recipe with w = 0.8, its best reported weight."""
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "lr_cls": POSITIVE, "lr_d": POSITIVE, "ce_weight": UP_TO_ONE, "d_steps": AT_LEAST_ONE,
+        "d_width": Range(1, example=16), "batch_size": Range(2),  # each classifier gets half of a batch
+    }
+
 
     mode: str = "alternating"  # alternating | joint (the reference's single step) | none (independent)
     ce_weight: float = 0.8  # w; the adversarial term weighs 1 − w

@@ -67,61 +67,42 @@ class Range:
         return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
 
 
-_POSITIVE = Range(0, low_open=True)
-_NON_NEGATIVE = Range(0)
-_AT_LEAST_ONE = Range(1)
-_BELOW_ONE = Range(0, 1, high_open=True)  # [0, 1)
-_UP_TO_ONE = Range(0, 1, low_open=True)  # (0, 1]
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+BELOW_ONE = Range(0, 1, high_open=True)  # [0, 1)
+UP_TO_ONE = Range(0, 1, low_open=True)  # (0, 1]
 
-# The valid range of every numeric key of every method's config, by key name: one table, so that a
-# value out of range is refused naming the key, its range and an example whichever method it belongs to
-# (the methods' own __post_init__ checks stay, for configs built directly). A new numeric key needs an
-# entry here (tests/test_bad_input.py checks every registered method).
-KEY_RANGES: dict[str, Range] = {
-    # optimisation
-    "lr": _POSITIVE, "lr_cls": _POSITIVE, "lr_d": _POSITIVE, "lr_gate": Range(0, low_open=True, example=0.01),
-    "momentum": _BELOW_ONE, "weight_decay": _NON_NEGATIVE, "batch_size": _AT_LEAST_ONE, "epochs": _AT_LEAST_ONE,
-    "warmup_epochs": _NON_NEGATIVE, "restarts": _NON_NEGATIVE, "step_epochs": _AT_LEAST_ONE, "step_gamma": _UP_TO_ONE,
-    "grad_clip": Range(0, low_open=True, example=1.0),
-    # regularisation and augmentation
-    "dropout": _BELOW_ONE, "label_smoothing": _BELOW_ONE, "aug_magnitude": Range(0, 30), "crop_scale_min": _UP_TO_ONE,
-    # difair
-    "features_per_class": _AT_LEAST_ONE, "anchor_multiplier": _POSITIVE, "radius_ratio": _POSITIVE,
-    "smooth_coef": _NON_NEGATIVE, "corr_penalty_weight": _NON_NEGATIVE,
-    # OpenMax head, crosr
-    "tailsize": Range(2), "alpha_rank": _AT_LEAST_ONE, "eu_weight": _NON_NEGATIVE, "prob_threshold": _BELOW_ONE,
-    "latent_channels": _AT_LEAST_ONE, "recon_weight": _NON_NEGATIVE,
-    # adversarial
-    "ce_weight": _UP_TO_ONE, "d_steps": _AT_LEAST_ONE, "d_width": Range(1, example=16),
-    # cd
-    "hidden_dim": _AT_LEAST_ONE, "feature_dim": Range(2), "tau_instance": _POSITIVE, "tau_feature": _POSITIVE,
-    "entropy_weight": _NON_NEGATIVE,
-    # clustnet
-    "n_experts": _AT_LEAST_ONE, "enc_layers": Range(2), "enc_channels": _AT_LEAST_ONE, "enc_kernel": _AT_LEAST_ONE,
-    "repr_size": _AT_LEAST_ONE, "gate_layers": _AT_LEAST_ONE, "gate_width": _AT_LEAST_ONE,
-    "batch_period": _NON_NEGATIVE, "balance_weight": _NON_NEGATIVE,
-}
-# Where a method's range of a shared key differs, by config class (inherited by its subclasses).
-CLASS_KEY_RANGES: dict[str, dict[str, Range]] = {
-    "AdversarialConfig": {"batch_size": Range(2)},  # each classifier gets half of a batch
-    "CDConfig": {"batch_size": Range(2)},  # InfoNCE needs a second image
+# The valid range of the numeric keys many methods share, by name. A method config declares the ranges of
+# its own numeric keys (and where its range of a shared key differs) in its class attribute ``ranges``, so
+# that a value out of range is refused naming the key, its range and an example (the methods' own
+# __post_init__ checks stay, for configs built directly). tests/test_bad_input.py checks that every
+# numeric key of every registered method has a range.
+SHARED_RANGES: dict[str, Range] = {
+    "lr": POSITIVE, "momentum": BELOW_ONE, "weight_decay": NON_NEGATIVE, "batch_size": AT_LEAST_ONE,
+    "epochs": AT_LEAST_ONE, "warmup_epochs": NON_NEGATIVE, "restarts": NON_NEGATIVE, "dropout": BELOW_ONE,
+    "aug_magnitude": Range(0, 30),
 }
 # What PyYAML (YAML 1.1) leaves a string but YAML 1.2 reads as a float: exponents without a dot or sign.
 _YAML12_EXPONENT_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
 
 
 def key_range(config_cls: type, key: str) -> Range | None:
-    """The valid range of numeric config key ``key`` of ``config_cls``; None for a key without one."""
+    """The valid range of numeric config key ``key`` of ``config_cls``: the nearest ``ranges`` along its
+    classes that names it, else the shared one; None for a key without one."""
     for klass in config_cls.__mro__:
-        found = CLASS_KEY_RANGES.get(klass.__name__, {}).get(key)
+        found = vars(klass).get("ranges", {}).get(key)
         if found is not None:
             return found
-    return KEY_RANGES.get(key)
+    return SHARED_RANGES.get(key)
 
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Base of every method's frozen config. Defaults are the published ones; unknown keys are rejected."""
+    """Base of every method's frozen config. Defaults are the published ones; unknown keys are rejected.
+    ``ranges``: the valid range of each numeric key the class declares (see ``SHARED_RANGES``)."""
+
+    ranges: ClassVar[dict[str, Range]] = {}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> MethodConfig:

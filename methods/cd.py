@@ -20,7 +20,17 @@ from torch.nn import functional as F
 
 from data.augment import AugmentPolicy
 from data.views import ViewPolicy, two_views, view_policy
-from methods.base import DataInfo, DivergedError, Method, MethodConfig
+from methods.base import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    UP_TO_ONE,
+    DataInfo,
+    DivergedError,
+    Method,
+    MethodConfig,
+    Range,
+)
 from methods.optim import constant_or_cosine
 from methods.presets import REFERENCE, Preset
 from methods.registry import register
@@ -40,6 +50,13 @@ ENTROPY_EPS = 1e-12
 @dataclass(frozen=True)
 class CDConfig(MethodConfig):
     """Defaults are the reference's (§5); ``entropy_weight`` is λ_NE."""
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "hidden_dim": AT_LEAST_ONE, "feature_dim": Range(2), "tau_instance": POSITIVE, "tau_feature": POSITIVE,
+        "entropy_weight": NON_NEGATIVE, "grad_clip": Range(0, low_open=True, example=1.0),
+        "crop_scale_min": UP_TO_ONE, "batch_size": Range(2),  # InfoNCE needs a second image
+    }
+
 
     backbone: str = "auto"
     hidden_dim: int = 128  # z
@@ -76,7 +93,7 @@ class CDConfig(MethodConfig):
             raise ValueError(f"crop_scale_min must be in (0, 1], got {self.crop_scale_min}")
 
 
-def resolve_backbone(name: str, dataset: str) -> str:
+def resolve_cd_backbone(name: str, dataset: str) -> str:
     if name != "auto":
         return name
     return "resnet18_cifar_native" if dataset == "digits" else REFERENCE_BACKBONE
@@ -119,7 +136,7 @@ class CNN4(nn.Module):
         return self.features(x)
 
 
-def build_backbone(name: str, in_channels: int) -> tuple[nn.Module, int]:
+def build_cd_backbone(name: str, in_channels: int) -> tuple[nn.Module, int]:
     """(network mapping images to h, dim of h). torchvision's ResNets as the spec describes them:
     Kaiming-normal (fan_out) convs, BN 1/0, no zero-init residual, fc removed; the CIFAR stem is a 3×3
     stride-1 conv without max-pool. Grey-scale images get a one-channel first conv."""
@@ -215,9 +232,9 @@ class ContrastiveDisentangling(Method):
 
     def __init__(self, config: CDConfig, info: DataInfo) -> None:
         super().__init__(config, info)
-        self.backbone_name = resolve_backbone(config.backbone, info.dataset)
+        self.backbone_name = resolve_cd_backbone(config.backbone, info.dataset)
         self.image_size = backbone_image_size(self.backbone_name, info.image_size)
-        backbone, h_dim = build_backbone(self.backbone_name, info.channels)
+        backbone, h_dim = build_cd_backbone(self.backbone_name, info.channels)
         # channels_last: the layout oneDNN (CPU) and tensor cores (GPU) run convolutions fastest in.
         self.model = CDNetwork(backbone, h_dim, config.hidden_dim, config.feature_dim, self.image_size).to(
             info.device, memory_format=torch.channels_last)
@@ -245,7 +262,7 @@ class ContrastiveDisentangling(Method):
 
     @classmethod
     def effective_config(cls, config: MethodConfig, info: DataInfo) -> dict[str, Any]:
-        backbone = resolve_backbone(config.backbone, info.dataset)  # type: ignore[attr-defined]
+        backbone = resolve_cd_backbone(config.backbone, info.dataset)  # type: ignore[attr-defined]
         return {**config.to_dict(), "backbone": backbone, "input_size": backbone_image_size(backbone, info.image_size)}
 
     @property

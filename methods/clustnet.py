@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from data.augment import AUG_MODES
-from methods.base import DataInfo, DivergedError, Method, MethodConfig
+from methods.base import AT_LEAST_ONE, NON_NEGATIVE, DataInfo, DivergedError, Method, MethodConfig, Range
 from methods.presets import REFERENCE, Preset
 from methods.registry import register
 
@@ -31,6 +31,13 @@ DN_CAPACITIES = ("linear", "hidden8", "hidden16", "hidden32")
 @dataclass(frozen=True)
 class ClustNetConfig(MethodConfig):
     """Defaults are spec §6 (the README's setting: batch size 4, lr 0.01)."""
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "n_experts": AT_LEAST_ONE, "enc_layers": Range(2), "enc_channels": AT_LEAST_ONE, "enc_kernel": AT_LEAST_ONE,
+        "repr_size": AT_LEAST_ONE, "gate_layers": AT_LEAST_ONE, "gate_width": AT_LEAST_ONE,
+        "lr_gate": Range(0, low_open=True, example=0.01), "batch_period": NON_NEGATIVE, "balance_weight": NON_NEGATIVE,
+    }
+
 
     positive_classes: tuple[int, ...] = (0, 1, 2, 3, 4)  # P: binary target 1
     negative_classes: tuple[int, ...] = (5, 6, 7, 8, 9)  # N: binary target 0

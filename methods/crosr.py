@@ -7,13 +7,22 @@ at test time OpenMax runs on the activation vector [logits, pooled z₃, z₂, z
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from data.augment import AUG_MODES
-from methods.base import DataInfo, MethodConfig, SupervisedMethod
+from methods.base import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    UP_TO_ONE,
+    DataInfo,
+    MethodConfig,
+    Range,
+    SupervisedMethod,
+)
 from methods.openmax import OpenMaxScoring, OpenMaxSettings
 from methods.optim import step_lr
 from methods.presets import REFERENCE, Preset
@@ -32,6 +41,12 @@ AV_POOLS = ("max", "avg")
 class CrosrConfig(OpenMaxSettings):
     """Defaults are the reference recipe (§4, §10) with its bugs fixed (shuffle, eval-mode dropout,
     linear reconstruction output)."""
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "latent_channels": AT_LEAST_ONE, "recon_weight": NON_NEGATIVE, "step_epochs": AT_LEAST_ONE,
+        "step_gamma": UP_TO_ONE,
+    }
+
 
     backbone: str = "auto"  # dhrnet | dhrnet_small | auto: dhrnet_small for 1-channel images
     latent_channels: int = 32

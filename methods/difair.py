@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from methods.backbones import FEATURE_CHANNELS, build_backbone
-from methods.base import DataInfo, SupervisedMethod, TrainRecipe
+from methods.base import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, DataInfo, Range, SupervisedMethod, TrainRecipe
 from methods.presets import REFERENCE, Preset
 from methods.registry import register
 
@@ -88,6 +88,12 @@ def decorrelation_penalty(kernel: torch.Tensor, num_classes: int, features_per_c
 
 @dataclass(frozen=True)
 class DifairConfig(TrainRecipe):
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "features_per_class": AT_LEAST_ONE, "anchor_multiplier": POSITIVE, "radius_ratio": POSITIVE,
+        "smooth_coef": NON_NEGATIVE, "corr_penalty_weight": NON_NEGATIVE,
+    }
+
     features_per_class: int = 5
     anchor_multiplier: float = 10.0
     radius_ratio: float = 0.6

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from methods.base import InvalidCellError, MethodConfig
+from methods.base import AT_LEAST_ONE, BELOW_ONE, NON_NEGATIVE, InvalidCellError, MethodConfig, Range
 from methods.openmax_head import (
     DISTANCES,
     REVISIONS,
@@ -37,6 +37,11 @@ POSTHOC_OBJECTIVES = ("sampled", "grid_best")
 @dataclass(frozen=True)
 class OpenMaxSettings(MethodConfig):
     """The head's settings (crosr_openmax.md §10). ``alpha_rank`` is clipped to K at use."""
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "tailsize": Range(2), "alpha_rank": AT_LEAST_ONE, "eu_weight": NON_NEGATIVE, "prob_threshold": BELOW_ONE,
+    }
+
 
     tailsize: int = 20
     alpha_rank: int = 10

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from methods.backbones import FEATURE_CHANNELS, build_backbone
-from methods.base import SupervisedMethod, TrainRecipe
+from methods.base import BELOW_ONE, Range, SupervisedMethod, TrainRecipe
 from methods.difair import reference_recipe
 from methods.optim import DecoupledSGD
 from methods.presets import REFERENCE, Preset
@@ -28,6 +28,9 @@ VAZE_MAGNITUDE = {"mnist": 8, "svhn": 18, "cifar10": 6, "cifar+10": 6, "cifar+50
 
 @dataclass(frozen=True)
 class SoftmaxConfig(TrainRecipe):
+
+    ranges: ClassVar[dict[str, Range]] = {"label_smoothing": BELOW_ONE}
+
     label_smoothing: float = 0.0
     optimizer: str = "sgd_decoupled"
 

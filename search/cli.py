@@ -30,6 +30,7 @@ from results_analysis.trial_files import (
     TRAIN_FRACTION_KEY,
 )
 from search import storage
+from search.experiment_file import read_experiment_file
 from trainables.tasks import objective_of, task_of
 
 
@@ -133,7 +134,6 @@ class Request:
 
 
 ADDRESS = re.compile(r"auto|(ray://)?[\w.-]+:\d{1,5}")
-EXPERIMENT_FILE = "experiment.yaml"
 
 
 def check_address(address: str) -> None:
@@ -297,7 +297,7 @@ def _fill_from_experiment(args: argparse.Namespace, given: set[str]) -> dict[str
         raise UsageError("--resume needs --name: the name of the experiment folder to continue")
     experiment = storage.join(storage_path(args.storage_path), args.name)
     try:
-        doc = yaml.safe_load(storage.read_text(storage.join(experiment, EXPERIMENT_FILE)))
+        doc = read_experiment_file(experiment)
     except (storage.StorageError, yaml.YAMLError):
         raise UsageError(f"--resume: no osrtune experiment at {experiment}; check --name and --storage-path") from None
     changed = []

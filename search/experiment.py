@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,9 @@ from ray.tune.search import ConcurrencyLimiter
 from data import DataMissingError, load_pool
 from results_analysis.trial_files import ALL_KNOWN_TRAIN_FRACTION, TRAIN_FRACTION_KEY
 from search import saved_state, storage
-from search.cli import EXPERIMENT_FILE, Request, UsageError
+from search.cli import Request, UsageError
 from search.epoch_logs import epoch_loggers
+from search.experiment_file import write_experiment_file
 from search.optuna_search import PruningAwareOptunaSearch, make_sampler, make_storage
 from spaces import get_space
 from trainables.device_data import DataBundle
@@ -196,26 +196,6 @@ def final_training(request: Request) -> dict[str, Any]:
     return keys
 
 
-def write_experiment_file(request: Request) -> None:
-    """What --resume needs to rebuild the same experiment, beside Ray's own state."""
-    doc = {
-        "method": request.method, "dataset": request.dataset, "splits": request.splits, "seeds": request.seeds,
-        "max_epochs": request.max_epochs, "metric": request.metric, "num_samples": request.num_samples,
-        "searcher": request.searcher, "scheduler": request.scheduler, "data_root": str(request.data_root),
-        "rerun": request.fixed_config is not None, "checkpoint_every": request.checkpoint_every,
-        TRAIN_FRACTION_KEY: request.final_train_fraction,
-        # Also fixed for a resume (search/cli.py RESUME_FIXED): Tune restores them from its own state.
-        "cpus_per_trial": request.cpus_per_trial, "gpus_per_trial": request.gpus_per_trial,
-        "max_concurrent": request.max_concurrent, "max_failures": request.max_failures,
-        "optuna_storage": request.optuna_storage, "fixed_config": request.fixed_config,
-        "command": shlex.join(["python", "search/run.py", *request.argv]),  # pastes back as it ran
-    }
-    try:
-        storage.write_text(storage.join(request.experiment_path, EXPERIMENT_FILE), yaml.safe_dump(doc, sort_keys=False))
-    except storage.StorageError as err:
-        raise UsageError(f"--storage-path {err}") from None
-
-
 def record_ray_session(request: Request, session_dir: str) -> None:
     """Appends the session folder of the Ray instance this driver started to RAY_SESSIONS_FILE: a driver
     killed with SIGKILL leaves a few of its processes behind, and this names them (README)."""
@@ -249,7 +229,10 @@ def run_experiment(request: Request, ray_session: str | None = None) -> tune.Res
             except Exception as err:  # SQLAlchemy raises many kinds, all of them a user's URL problem
                 first = str(err).splitlines()[0] if str(err) else type(err).__name__
                 raise UsageError(f"--optuna-storage {request.optuna_storage}: cannot open it ({first})") from None
-        write_experiment_file(request)
+        try:
+            write_experiment_file(request)
+        except storage.StorageError as err:
+            raise UsageError(f"--storage-path {err}") from None
         tuner = rerun_tuner(request, bundle) if request.fixed_config is not None else search_tuner(request, bundle)
     if ray_session is not None:
         record_ray_session(request, ray_session)

@@ -48,7 +48,7 @@ def report(request: Request, outcomes: list[TrialOutcome]) -> int:
     if request.fixed_config is not None:
         summary.chosen = [o for o in outcomes if o.status == "finished"]
     else:
-        best = choose_best(outcomes, request.mode)
+        best = choose_best(outcomes, request.metric)
         summary.chosen = [best] if best else []
     expected = request.num_samples if request.fixed_config is None else len(request.splits) * len(request.seeds)
     # An interrupted search may not even have created its later trials yet (the searcher suggests lazily).

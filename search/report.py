@@ -19,7 +19,7 @@ from methods import get_method
 from methods.posthoc_selection import posthoc_records, select_posthoc_cell
 from methods.presets import setting_line
 from results_analysis.catalogue import COMPANION_PREFIXES, is_percent
-from results_analysis.tables import summarize
+from results_analysis.tables import rank_configs, summarize
 from results_analysis.trial_files import (
     GRID_FILE,
     PROTOCOL_TRAIN_FRACTION,
@@ -165,13 +165,22 @@ def collect(grid: tune.ResultGrid, metric: str, mode: str, max_epochs: int,
     return outcomes
 
 
-def choose_best(outcomes: list[TrialOutcome], mode: str) -> TrialOutcome | None:
-    """Best finished trial by its last validation objective (test metrics are never looked at); never an
-    errored or unscorable one, whatever it reported."""
+def choose_best(outcomes: list[TrialOutcome], metric: str) -> TrialOutcome | None:
+    """Best finished trial by its last validation objective ``metric`` (test metrics are never looked
+    at), ranked by the one rule the analysis uses (results_analysis/tables.py ``rank_configs``: the
+    metric's direction, NaN last, ties to the earlier trial); never an errored or unscorable one,
+    whatever it reported."""
     finished = [o for o in outcomes if o.status == "finished" and o.value is not None and math.isfinite(o.value)]
     if not finished:
         return None
-    return (max if mode == "max" else min)(finished, key=lambda o: o.value)
+    # One row per trial, each its own "config" (its position): the last report's objective is already
+    # the mean over the trial's (split, seed) runs, the number the searcher compared.
+    name = metric.removeprefix("val_")
+    table = pd.DataFrame([{"trial_id": o.trial_id, "method": "", "dataset": "", "status": "finished",
+                           "config": f"{i:09d}", "split": 0, "seed": 0, "phase": "val", "metric": name,
+                           "value": float(o.value)} for i, o in enumerate(finished)])
+    ranked = rank_configs(table, name)
+    return finished[int(ranked.iloc[0]["config"])]
 
 
 def render(summary: Summary, best_yaml: str | None) -> str:

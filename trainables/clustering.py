@@ -79,7 +79,7 @@ class ClusteringRunner(TrialRunner):
             index = np.concatenate([split.train, split.test_known])
         else:
             source, index = np.full(len(split.test_known), "test"), split.test_known
-        frame = pd.DataFrame({"split": split.split, "seed": run.seed, "source": source,
+        frame = pd.DataFrame({"split": split.id, "seed": run.seed, "source": source,
                               "index": np.asarray(index, dtype=np.int64),
                               "label": run.y[self.test_part()].cpu().numpy()})
         for readout, assigned in clusters.items():

@@ -128,7 +128,7 @@ def _score_frame(run: SplitRun, outputs: Mapping[str, np.ndarray]) -> pd.DataFra
     """One row per test image: its class and binary target, the gated log-probabilities, π and the
     gate's choice (clustnet.md §8)."""
     frame = pd.DataFrame({
-        "split": run.split.split,
+        "split": run.split.id,
         "seed": run.seed,
         "test_index": np.asarray(run.split.test_known, dtype=np.int64),
         "label": run.y["test_known"].cpu().numpy(),

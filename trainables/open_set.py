@@ -112,7 +112,7 @@ class OpenSetRunner(TrialRunner):
             frames.append(score_frame(run, outputs))
             for cell in run.method.posthoc_cells():
                 for phase, out in (("val", val), ("test", outputs)):
-                    row = {"split": run.split.split, "seed": run.seed, "phase": phase, "cell": cell.key,
+                    row = {"split": run.split.id, "seed": run.seed, "phase": phase, "cell": cell.key,
                            **dataclasses.asdict(cell), "invalid_reason": ""}
                     try:
                         row.update(cell_metrics(run, phase, out, cell, reference=val["known"]))
@@ -217,7 +217,7 @@ def score_frame(run: SplitRun, outputs: Mapping[str, Mapping[str, np.ndarray]]) 
         out = outputs[part]
         idx = getattr(run.split, f"test_{part}")
         frame = pd.DataFrame({
-            "split": run.split.split,
+            "split": run.split.id,
             "seed": run.seed,
             "test_index": np.asarray(idx, dtype=np.int64),
             "is_unknown": part == "unknown",

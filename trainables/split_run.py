@@ -70,7 +70,7 @@ class SplitRun:
 
     @property
     def key(self) -> str:
-        return run_key(self.split.split, self.seed)
+        return run_key(self.split.id, self.seed)
 
     def train_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x = self.x["train"]

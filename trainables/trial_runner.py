@@ -183,7 +183,7 @@ class TrialRunner(abc.ABC):
 
 def run_records(run: SplitRun, phase: str, metrics: Mapping[str, float]) -> list[dict[str, Any]]:
     """final_metrics.json records of one run's ``<phase>_<metric>`` values."""
-    return metric_records(run.split.split, run.seed, phase, metrics)
+    return metric_records(run.split.id, run.seed, phase, metrics)
 
 
 def mean_over_runs(per_run: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
