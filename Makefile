@@ -1,7 +1,7 @@
 # The README's two commands. Each sets up ./.venv first if it is missing or out of date.
 PY := .venv/bin/python
 
-.PHONY: demo test env lint bench
+.PHONY: demo test test-fast env lint bench
 
 env:
 	@bash scripts/setup_env.sh
@@ -9,9 +9,15 @@ env:
 demo: env
 	$(PY) search/run.py --method difair --dataset digits --num-samples 16 --max-epochs 30
 
+# Every tier: tests/unit, tests/integration (Ray, search drivers), tests/learning (trains on real MNIST).
 test: env
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The unit tier without Ray or MNIST: pure functions, methods, data, specs (about a minute on 2 cores).
+test-fast: env
+	$(PY) -m ruff check .
+	$(PY) -m pytest tests/unit -m "not mnist and not ray and not slow"
 
 bench: env
 	$(PY) bench/overhead.py

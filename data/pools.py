@@ -20,6 +20,9 @@ DATASETS: tuple[str, ...] = ("digits", "mnist", "svhn", "cifar10", "cifar+10", "
 # Datasets without open-set class splits: CIFAR-100 under its 20 coarse super-classes is a clustering
 # benchmark (contrastive_disentangling.md §6).
 CLUSTERING_ONLY: tuple[str, ...] = ("cifar100_20",)
+# Datasets the protocol feeds a 32-px trunk (VGG32, classifier32) at another side than their own: MNIST's
+# 28-px digits are resized to 32 (difair.md §9.1); the small CNN takes every dataset as it is.
+TRUNK_INPUT_SIZE: dict[str, int] = {"mnist": 32}
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 DIGITS_SPLITS_FILE = SPLITS_DIR / "digits.json"

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from data.augment import AugmentPolicy, policy_for
+from data.pools import TRUNK_INPUT_SIZE
 from methods.backbones import BACKBONES, resolve_backbone
 from methods.optim import DecoupledSGD, cycle_shape, lr_at_epoch
 
@@ -287,11 +288,11 @@ class Method(abc.ABC):
 
     @classmethod
     def input_size(cls, config: MethodConfig, dataset: str, native_size: int) -> int:
-        """Side of the square images the model is fed. difair.md §9.1: only MNIST is resized (28 → 32),
-        and only for the VGG32 trunk that expects 32 px."""
-        if dataset == "mnist" and resolve_backbone(getattr(config, "backbone", "auto"), native_size) != "small":
-            return 32
-        return native_size
+        """Side of the square images the model is fed: the dataset's own, or for a 32-px trunk the side
+        the protocol resizes it to (data/pools.py ``TRUNK_INPUT_SIZE``: MNIST 28 → 32, difair.md §9.1)."""
+        if resolve_backbone(getattr(config, "backbone", "auto"), native_size) == "small":
+            return native_size
+        return TRUNK_INPUT_SIZE.get(dataset, native_size)
 
     @classmethod
     def presets(cls, dataset: str) -> dict[str, Preset]:

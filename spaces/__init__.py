@@ -44,3 +44,20 @@ def suggest_openmax(trial: Any, num_known: int) -> None:
     trial.suggest_categorical("tailsize", [10, 20, 50, 100, 200])
     trial.suggest_int("alpha_rank", 1, num_known)
     trial.suggest_categorical("distance", ["euclidean", "eucos", "cosine"])
+
+
+def config_from_trial(method: str, trial: Any, max_epochs: int, num_known: int) -> dict[str, Any]:
+    """The hyperparameters a search hands the trainable for ``trial``: the space's suggested values and
+    its fixed ones, with ``search/...`` parameters nested under ``search`` as Ray's OptunaSearch nests
+    them (search/experiment.py; the search adds the experiment's method, dataset, splits and seeds).
+    ``trial`` is an Optuna trial (a ``FixedTrial`` replays a study trial's parameters)."""
+    fixed = get_space(method).define(trial, max_epochs, num_known)
+    flat = {**trial.params, **fixed}
+    config: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return config

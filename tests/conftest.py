@@ -1,4 +1,6 @@
-"""One Ray instance per test session, started only when a test asks for it and stopped only if we started it."""
+"""Applies to every tier folder under tests/ (unit, integration, learning). Makes the helper modules
+here (trial_files, repo_paths, cli_refusal) importable from any of them, and holds the one Ray instance
+per session, started only when a test asks for it and stopped only if we started it."""
 
 from __future__ import annotations
 
@@ -8,13 +10,32 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 # Ray workers import the project's folders (trainables, methods, …) from the repository root.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, TESTS):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
-MNIST_ROOT = ROOT.parent / "shared" / "datasets"
+UNIT = TESTS / "unit"
+LEARNING = TESTS / "learning"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Unit tests first (the quickest to fail), the learning tier last: its trainings start in worker
+    # processes once collection is done (tests/learning/conftest.py) and train while the rest runs.
+    def tier(item: pytest.Item) -> int:
+        return 0 if UNIT in item.path.parents else 2 if LEARNING in item.path.parents else 1
+
+    items.sort(key=tier)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # The unit tier (make test-fast) promises no Ray: a test that starts it belongs in integration/.
+    if UNIT in item.path.parents and ("ray_session" in item.fixturenames or item.get_closest_marker("ray")):
+        pytest.fail(f"{item.nodeid} starts Ray: it belongs in tests/integration/", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ast
 import colorsys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from repo_paths import ROOT
 
 import data.augment as augment_module
 from data import DATASETS
@@ -346,7 +346,7 @@ def test_normalizer_standardises_its_own_data() -> None:
 
 
 def test_data_package_does_not_import_ray() -> None:
-    for path in (Path(__file__).resolve().parents[1] / "data").glob("*.py"):
+    for path in (ROOT / "data").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 assert not any(a.name.split(".")[0] == "ray" for a in node.names), path

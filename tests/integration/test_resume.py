@@ -15,11 +15,11 @@ from pathlib import Path
 import optuna
 import pytest
 from ray.tune import ExperimentAnalysis
+from repo_paths import ROOT
 from trial_files import study_trials
 
 from search.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 5
 
 

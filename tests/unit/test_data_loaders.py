@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets as tvd
+from repo_paths import MNIST_ROOT
 
 from data import DataMissingError, check_available, default_data_root, load_pool, make_split
-
-MNIST_ROOT = Path(__file__).resolve().parents[2] / "shared/datasets"
 
 
 def _md5(path: Path) -> str:
@@ -204,6 +203,7 @@ def test_default_data_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert default_data_root() == (tmp_path / "data").resolve() and default_data_root().is_absolute()
 
 
+@pytest.mark.mnist
 def test_real_mnist_pool_check_available() -> None:
     if not (MNIST_ROOT / "MNIST/raw/t10k-images-idx3-ubyte").exists():
         pytest.skip("real MNIST not present")

@@ -5,12 +5,12 @@ setting" naming what differs; --preset refuses what does not exist; the end file
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from repo_paths import MNIST_ROOT
 from torch import nn
 
 from data import load_pool, make_split
@@ -24,7 +24,6 @@ from search.report import Summary, TrialOutcome, export_yaml, render
 from trainables.device_data import DataBundle
 from trainables.tasks import task_splits, trial_runs
 
-MNIST_ROOT = Path(__file__).resolve().parents[2] / "shared/datasets"
 SHAPES = {"mnist": (1, 28), "svhn": (3, 32), "cifar10": (3, 32), "tiny_imagenet": (3, 64), "digits": (1, 8)}
 # The published numbers were trained on every known training image (protocol.md §3).
 FULL = {"final_train_fraction": 1.0}
@@ -167,6 +166,7 @@ def test_preset_refusals_are_one_line_and_exit_2(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == [exported]  # nothing written
 
 
+@pytest.mark.mnist
 def test_preset_flag_is_a_fixed_config_rerun_of_exactly_the_preset(tmp_path):
     if not (MNIST_ROOT / "MNIST").exists():
         pytest.skip("real MNIST not present")
@@ -178,6 +178,7 @@ def test_preset_flag_is_a_fixed_config_rerun_of_exactly_the_preset(tmp_path):
     assert request.final_train_fraction == 1.0  # the published numbers trained on every known image
 
 
+@pytest.mark.mnist
 def test_mnist_reference_standardisation_is_the_statistics_of_every_known_training_image():
     """difair.md §9.3's MNIST table equals the computed statistics with final_train_fraction 1, so the
     preset needs no table of its own."""

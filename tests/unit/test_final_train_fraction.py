@@ -9,11 +9,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
-from trial_files import results, trial_dirs
 
 from data import load_pool, make_split
 from results_analysis.catalogue import THRESHOLD_FREE_METRICS, is_threshold_free
@@ -30,7 +28,7 @@ from trainables.open_set_scoring import cell_scores
 from trainables.tasks import trial_runs
 
 CPU = torch.device("cpu")
-# Small enough for seconds on a CPU, trained enough that OpenMax fits every class (as tests/test_openmax_runs.py).
+# Small enough for seconds on a CPU, trained enough that OpenMax fits every class (as tests/unit/test_openmax_runs.py).
 OPENMAX = {"method": "openmax", "dataset": "digits", "splits": [0], "seeds": [0], "epochs": 4, "warmup_epochs": 0,
            "restarts": 0, "lr": 0.1, "batch_size": 32, "alpha_rank": 3, "tailsize": 10}
 SOFTMAX = {"method": "softmax", "dataset": "digits", "splits": [0], "seeds": [0], "epochs": 1, "batch_size": 64}
@@ -243,36 +241,3 @@ def test_the_flag_overrides_the_files_fraction(tmp_path):
     assert (request().final_train_fraction, request().posthoc_cell) == (0.8, None)
     assert (request("--final-train-fraction", "1.0").final_train_fraction,
             request("--final-train-fraction", "1.0").posthoc_cell) == (1.0, "T=20/alpha=2/dist=eucos")
-
-
-# --- end to end with Ray --------------------------------------------------------------------------------
-
-
-@pytest.mark.ray
-def test_rerun_on_all_known_training_images_end_to_end(ray_session, tmp_path, capsys):
-    config = {k: v for k, v in OPENMAX.items() if k not in ("method", "dataset", "splits", "seeds")}
-    exported = tmp_path / "best.yaml"
-    exported.write_text(yaml.safe_dump({"method": "openmax", "dataset": "digits", "config": config,
-                                        "posthoc": {"selected": "T=20/alpha=2/dist=eucos"}}))
-    rc = main(["--config", str(exported), "--final-train-fraction", "1.0", "--splits", "0", "--seeds", "1",
-               "--storage-path", str(tmp_path), "--name", "final"])
-    out = capsys.readouterr().out
-    assert rc == 0, out
-    (trial,) = trial_dirs(tmp_path / "final")
-    final = json.loads((trial / "final_metrics.json").read_text())
-    assert final[TRAIN_FRACTION_KEY] == 1.0
-    assert final["posthoc"]["selected"] == "T=20/alpha=2/dist=eucos" and final["config"]["distance"] == "eucos"
-    assert {r["phase"] for r in final["records"]} == {"test"}
-    assert all(is_threshold_free(r["metric"]) for r in final["records"])
-    reports = results(trial)
-    assert len(reports) == OPENMAX["epochs"]
-    assert all(r["val_auroc"] is None or math.isnan(r["val_auroc"]) for r in reports)
-    assert all("trained_on_val_auroc" in r for r in reports)
-    params = json.loads((trial / "params.json").read_text())
-    assert params[TRAIN_FRACTION_KEY] == 1.0 and params["posthoc_cell"] == "T=20/alpha=2/dist=eucos"
-    doc = yaml.safe_load((tmp_path / "final" / "best.yaml").read_text())
-    assert doc[TRAIN_FRACTION_KEY] == 1.0 and doc["metrics"]["val"] == {}
-    assert f"{TRAIN_FRACTION_KEY}: 1, trained on all known training images" in out
-    tidy = load_experiment(tmp_path / "final")
-    assert set(tidy["phase"]) == {"test"}
-    assert pd.Series(tidy["config"]).str.contains(f'"{TRAIN_FRACTION_KEY}":1.0').all()

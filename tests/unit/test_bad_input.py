@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from cli_refusal import run_main
+from repo_paths import MNIST_ROOT
 from test_analysis import _epoch, _records, _write_trial
-from test_cli_errors import run_main
 
 from data import DataMissingError, check_available, load_pool
 from methods import get_method, method_names
@@ -25,7 +26,6 @@ from search import storage
 from search.cli import build_parser, validate
 from search.main import main
 
-MNIST_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 needs_mnist = pytest.mark.skipif(not (MNIST_ROOT / "MNIST/raw/t10k-images-idx3-ubyte").exists(),
                                  reason="the shared MNIST copy is not on this machine")
@@ -202,6 +202,7 @@ def _real(name: str, size: int | None = None) -> bytes:
         return fh.read(size if size is not None else -1)
 
 
+@pytest.mark.mnist
 @needs_mnist
 @pytest.mark.parametrize(
     ("damaged", "make", "problem"),
@@ -232,6 +233,7 @@ def test_damaged_mnist_file_is_named_with_the_fix(capsys, tmp_path, started, dam
     assert line == f"error: {err.value}" and not started
 
 
+@pytest.mark.mnist
 @needs_mnist
 def test_damaged_mnist_file_is_refused_with_download_too(tmp_path):
     # torchvision skips the download when the file exists and then reads the damaged bytes.
@@ -240,6 +242,7 @@ def test_damaged_mnist_file_is_refused_with_download_too(tmp_path):
         check_available("mnist", root, download=True)
 
 
+@pytest.mark.mnist
 def test_intact_mnist_passes(tmp_path):
     if not (MNIST_ROOT / "MNIST/raw/train-images-idx3-ubyte").exists():
         pytest.skip("the shared MNIST copy is not on this machine")
@@ -393,7 +396,7 @@ def test_binary_config_file(capsys, tmp_path, started):
 
 
 def test_commands_with_spaces_are_quoted(capsys, tmp_path):
-    from search.experiment import write_experiment_file
+    from search.experiment_file import write_experiment_file
     from search.main import report
     from search.report import Summary, render
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from repo_paths import MNIST_ROOT, SHARED
 
 from data import DATASETS, ImagePool, make_split, split_ids, to_training_labels
 from data.keyed_hash import (
@@ -25,8 +25,7 @@ from data.make_digits_splits import dumps, generate
 from data.pools import DIGITS_SPLITS_FILE
 from data.splitting import STANDARD_SPLITS_FILE, digits_splits, standard_splits
 
-PROTOCOL = Path(__file__).resolve().parents[2] / "shared/specs/protocol.md"
-MNIST_ROOT = Path(__file__).resolve().parents[2] / "shared/datasets"
+PROTOCOL = SHARED / "specs/protocol.md"
 
 
 # --- stored files -------------------------------------------------------------------------------------------
@@ -253,6 +252,7 @@ def test_to_training_labels() -> None:
 
 # --- real MNIST ---------------------------------------------------------------------------------------------
 
+@pytest.mark.mnist
 def test_real_mnist_split_sizes() -> None:
     if not (MNIST_ROOT / "MNIST/raw/train-images-idx3-ubyte").exists():
         pytest.skip("real MNIST not present under /work/shared/datasets")

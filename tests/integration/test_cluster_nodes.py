@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from repo_paths import ROOT
 from trial_files import results, results_so_far, trial_dirs
 
-ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 6
 MAX_EPOCHS = 10
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
+from repo_paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_FILES = sorted(ROOT.glob("cluster*.yaml"))
 
 PROJECT_DIRS = ("~/osrtune", "$HOME/osrtune")

@@ -7,10 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
 
 from search.cli import UsageError
-from search.experiment import check_placement, node_capacities
+from search.experiment import check_placement
 from trainables.trial import pick_device
 
 
@@ -37,22 +36,6 @@ def test_cpus_and_gpus_must_be_on_the_same_node():
     # 4 CPUs on one node and 1 GPU on another: no single node holds both.
     with pytest.raises(UsageError):
         check_placement(request(4, 1), [{"CPU": 4.0}, {"CPU": 1.0, "GPU": 1.0}])
-
-
-@pytest.mark.ray
-def test_autoscaler_node_types_count_as_places(ray_session, tmp_path):
-    config = tmp_path / "ray_bootstrap_config.yaml"
-    config.write_text(yaml.safe_dump({"available_node_types": {
-        "head": {"resources": {"CPU": 0}, "max_workers": 0},
-        "gpu_worker": {"resources": {"CPU": 4, "GPU": 1}, "min_workers": 0, "max_workers": 8},
-        "unfilled": {"max_workers": 0},
-    }}))
-    nodes = node_capacities(config)
-    assert {"CPU": 4, "GPU": 1} in nodes  # the worker type none of which is running yet
-    assert sum("GPU" in n for n in nodes) == 1  # the live session has no GPU; 'unfilled' may add no node
-    check_placement(request(1, 0.5), nodes)
-    with pytest.raises(UsageError):
-        check_placement(request(1, 0.5), node_capacities(tmp_path / "absent.yaml"))
 
 
 @pytest.fixture(autouse=True)

@@ -13,11 +13,11 @@ import pytest
 from methods import get_method, method_names
 from results_analysis.catalogue import OSR_METRICS
 from search.cli import build_parser, validate
-from search.experiment import write_experiment_file
+from search.experiment_file import write_experiment_file
 from search.main import main
-from trainables.tasks import objective_of, reported_metrics
+from trainables.tasks import objective_of, reported_metrics, task_of
 
-OSR_METHODS = [m for m in method_names() if get_method(m).task == "osr"]
+OSR_METHODS = [m for m in method_names() if task_of(m).class_splits]
 
 
 def started(tmp_path, *flags: str, metric: str | None = None) -> list[str]:

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from repo_paths import ROOT
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from trial_files import results_so_far, trial_dirs
 
 from search.main import main
 from search.saved_state import staging_copies
 
-ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 3  # two run at once on the session's 2 CPUs; the third waits for a slot
 MAX_EPOCHS = 100
 CHECKPOINT_EVERY = 5

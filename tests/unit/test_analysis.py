@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from repo_paths import ROOT
 
 from results_analysis import markdown as MD
 from results_analysis import tables as T
 from results_analysis import trial_files as TF
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 
 CFG_A = {"lr": 0.1, "anchor_multiplier": 10.0}
 # Same config as CFG_B but keys in another order: the two trials must group together.
