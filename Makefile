@@ -14,7 +14,7 @@ test: env
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-# The unit tier without Ray or MNIST: pure functions, methods, data, specs (about a minute on 2 cores).
+# The unit tier without Ray or MNIST: pure functions, methods, data, specs (20 min on a shared 2-core machine, 2026-12-02: still too slow, issue 16).
 test-fast: env
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests/unit -m "not mnist and not ray and not slow"
