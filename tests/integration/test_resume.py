@@ -18,6 +18,7 @@ from ray.tune import ExperimentAnalysis
 from repo_paths import ROOT
 from trial_files import study_trials
 
+from search import saved_state
 from search.main import main
 
 NUM_SAMPLES = 5
@@ -33,13 +34,17 @@ def terminated_in_saved_state(experiment: Path) -> dict[str, bytes]:
     before the controller records it, and such a trial is legitimately run again. The driver writes
     result.json in its Ray session's staging folder and copies it into the experiment folder in the
     background, so a SIGKILL can leave that copy cut short; the resume completes it from the staging
-    folder, and the staging record is what the trial really reported."""
-    analysis = ExperimentAnalysis(str(experiment))
+    folder, and the staging record is what the trial really reported. The same kill can cut short the
+    copy of Tune's state file, and then it too is read from the staging folder."""
+    state = sorted(experiment.glob("experiment_state-*.json"))[-1]
+    if not saved_state.readable(state):
+        state = saved_state.staging_copies(experiment.name, state.name)[0]
+    analysis = ExperimentAnalysis(str(state))
     records = {}
     for trial in analysis.trials:
         if trial.status == "TERMINATED":
             staged = Path(trial.local_path) / "result.json"
-            copied = Path(trial.path) / "result.json"
+            copied = experiment / Path(trial.path).name / "result.json"
             records[copied.parent.name] = (staged if staged.exists() else copied).read_bytes()
     return records
 
@@ -73,6 +78,7 @@ def test_stopped_driver_resumes_without_rerunning_finished_trials(ray_session, t
     if sig == signal.SIGKILL:  # what a kill during the background copy leaves, made to happen every time
         copied = experiment / next(iter(done_before)) / "result.json"
         copied.write_bytes(copied.read_bytes()[: copied.stat().st_size // 2])
+        sorted(experiment.glob("experiment_state-*.json"))[-1].write_bytes(b"")
 
     rc = main(["--resume", "--name", "interrupted", "--storage-path", str(storage)])
     out = capsys.readouterr().out
