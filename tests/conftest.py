@@ -24,8 +24,7 @@ LEARNING = TESTS / "learning"
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Unit tests first (the quickest to fail), the learning tier last: its trainings start in worker
-    # processes once collection is done (tests/learning/conftest.py) and train while the rest runs.
+    # Unit tests first (the quickest to fail), then integration, the learning tier last.
     def tier(item: pytest.Item) -> int:
         return 0 if UNIT in item.path.parents else 2 if LEARNING in item.path.parents else 1
 

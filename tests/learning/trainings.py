@@ -18,10 +18,10 @@ in the same worker."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path  # TEMP
 from typing import Any
 
 import pandas as pd
@@ -74,20 +74,17 @@ def phase_metrics(records: list[dict[str, Any]], phase: str = "test") -> pd.Seri
     return pd.DataFrame(records).query("phase == @phase").set_index("metric")["value"]
 
 
-_pool = None
-
-
+@functools.cache
 def mnist_pool():
-    """The whole MNIST pool, read once per process."""
-    global _pool
-    if _pool is None:
-        from data import load_pool
+    """The whole MNIST pool, read once per worker process."""
+    from data import load_pool
 
-        _pool = load_pool("mnist", MNIST_ROOT)
-    return _pool
+    return load_pool("mnist", MNIST_ROOT)
 
 
+@functools.cache
 def mnist_split0():
+    """Open-set split 0 of MNIST (the open-set methods and the adversarial pair), once per worker."""
     from data import make_split
     from trainables.device_data import DataBundle
 
@@ -247,9 +244,4 @@ JOBS: dict[str, Job] = {
 def run_job(name: str) -> Any:
     """Runs job ``name`` in this process (a worker's entry point)."""
     torch.set_num_threads(JOBS[name].threads)
-    import time  # TEMP
-    t = time.perf_counter()  # TEMP
-    out = JOBS[name].train()
-    Path("/tmp/w/learn").mkdir(exist_ok=True)  # TEMP
-    Path(f"/tmp/w/learn/{name}.txt").write_text(f"{time.perf_counter() - t:.1f} s\n{out!r}\n{out.to_dict() if hasattr(out, 'to_dict') else ''}\n")  # TEMP
-    return out
+    return JOBS[name].train()
