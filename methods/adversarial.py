@@ -265,6 +265,7 @@ class ClassifierPair(nn.Module):
 class Adversarial(Method):
     Config = AdversarialConfig
     config: AdversarialConfig
+    primary_score: ClassVar[str] = "msp"  # §8: ensemble-MSP, as the baselines' MSP convention
 
     def __init__(self, config: AdversarialConfig, info: DataInfo) -> None:
         super().__init__(config, info)
@@ -423,7 +424,7 @@ class Adversarial(Method):
         result: dict[str, np.ndarray] = {}
         for prefix, (first, second) in logits.items():
             out = ensemble_outputs(torch.cat(first).cpu().numpy(), torch.cat(second).cpu().numpy())
-            out["score"] = out["score_msp"]  # §8: ensemble-MSP, as the baselines' MSP convention
+            out["score"] = out[f"score_{self.primary_score}"]
             result.update({f"{prefix}{k}": v for k, v in out.items()})
         return result
 

@@ -281,6 +281,9 @@ class Method(abc.ABC):
     search_seeds: ClassVar[int] = 1  # seeds per trial in a search unless --seeds says otherwise
     # False: inputs are x / max_value in [0, 1] instead of standardised by the training images' statistics.
     standardise_inputs: ClassVar[bool] = True
+    # An open-set method's main score (its outputs' "score"); the others are "score_<name>". None: the
+    # method has no open-set score (the clustering tasks).
+    primary_score: ClassVar[str | None] = None
 
     def __init__(self, config: MethodConfig, info: DataInfo) -> None:
         self.config = config
@@ -407,7 +410,7 @@ class SupervisedMethod(Method):
     """
 
     config: TrainRecipe
-    primary_score: ClassVar[str]
+    primary_score: ClassVar[str]  # every supervised method here is an open-set one
 
     def __init__(self, config: TrainRecipe, info: DataInfo) -> None:
         super().__init__(config, info)

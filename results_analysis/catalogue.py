@@ -154,11 +154,12 @@ THRESHOLD_FREE_METRICS = frozenset({"acc", "acc_full", "auroc", "oscr", "tnr_at_
 
 def is_threshold_free(metric: str) -> bool:
     """Whether ``metric`` (without its phase prefix) needs nothing chosen on validation: a metric of
-    THRESHOLD_FREE_METRICS or a secondary score's AUROC (``auroc_<score>``), also a companion's
-    (``base_``) and its paired difference (``delta_``). Macro-F1, thresholds, diagnostics: no."""
+    THRESHOLD_FREE_METRICS or a secondary score's AUROC or OSCR (``auroc_<score>``, ``oscr_<score>``),
+    also a companion's (``base_``) and its paired difference (``delta_``). Macro-F1, thresholds,
+    diagnostics: no."""
     for prefix in COMPANION_PREFIXES:
         metric = metric.removeprefix(prefix)
-    return metric in THRESHOLD_FREE_METRICS or metric.startswith("auroc_")
+    return metric in THRESHOLD_FREE_METRICS or metric.startswith(("auroc_", "oscr_"))
 
 
 # Column order in reports: the protocol's main metrics first, the rest alphabetically.

@@ -24,6 +24,11 @@ SCORES_FILE = "test_scores.parquet"
 GRID_FILE = "posthoc_grid.parquet"
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
+# The experiment folder's record of the command that started it (written by search/experiment_file.py).
+EXPERIMENT_FILE = "experiment.yaml"
+# final_metrics.json of an open-set trial: the name of the score its unsuffixed metrics (auroc, oscr,
+# macro_f1) are of; the other scores' metrics carry the score's name as a suffix (auroc_msp).
+PRIMARY_SCORE_KEY = "primary_score"
 # Tune's files of a trial it ended as errored, and the trial's own (trainables/trial.py): an exception of
 # the trial's code ends it without Tune seeing an error, so that it is not retried.
 TRIAL_ERROR_FILE = "trial_error.txt"
@@ -89,6 +94,7 @@ class TrialFiles:
     config: dict[str, Any]
     records: list[dict[str, Any]] | None  # from final_metrics.json; None when the trial did not finish
     results: list[dict[str, Any]] = field(default_factory=list)  # result.json, one dict per report
+    header: dict[str, Any] = field(default_factory=dict)  # final_metrics.json less its records (setting, …)
 
 
 def _read_json(path: Path) -> Any:
@@ -151,6 +157,7 @@ def load_trial(folder: Path) -> TrialFiles:
             # validation values, under its own status, which no summary averages in by default.
             records=final["records"] if status == FINISHED else None,
             results=results,
+            header={k: v for k, v in final.items() if k != "records"},
         )
 
     # No final file: the scheduler stopped it, it errored, or it is still running / was
@@ -258,6 +265,19 @@ def _runs_of(row: dict[str, Any]) -> dict[str, Any]:
         if len(parts) == 3 and parts[0] == RUNS_KEY:
             flat.setdefault(parts[1], {})[parts[2]] = value
     return flat
+
+
+def read_objective(experiment: Path) -> str | None:
+    """The validation metric the experiment was searched on (its experiment.yaml ``metric``, without
+    "val_"); None when the folder has no readable experiment.yaml."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load((Path(experiment) / EXPERIMENT_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    metric = doc.get("metric") if isinstance(doc, dict) else None
+    return metric.removeprefix("val_") if isinstance(metric, str) else None
 
 
 def is_number(value: Any) -> bool:

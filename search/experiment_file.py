@@ -10,13 +10,11 @@ from typing import Any
 
 import yaml
 
-from results_analysis.trial_files import TRAIN_FRACTION_KEY
+from results_analysis.trial_files import EXPERIMENT_FILE, TRAIN_FRACTION_KEY
 from search import storage
 
 if typing.TYPE_CHECKING:
     from search.cli import Request
-
-EXPERIMENT_FILE = "experiment.yaml"
 
 
 def write_experiment_file(request: Request) -> None:

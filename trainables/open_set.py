@@ -16,7 +16,7 @@ import torch
 from methods.base import InvalidCellError
 from methods.posthoc_selection import GRID_SELECTION_METRIC, posthoc_records, select_posthoc_cell
 from results_analysis.catalogue import is_threshold_free
-from results_analysis.trial_files import ALL_KNOWN_TRAIN_FRACTION, TRAIN_FRACTION_KEY
+from results_analysis.trial_files import ALL_KNOWN_TRAIN_FRACTION, PRIMARY_SCORE_KEY, TRAIN_FRACTION_KEY
 from trainables.device_data import DataBundle
 from trainables.open_set_scoring import (
     cell_auroc,
@@ -38,6 +38,10 @@ class OpenSetRunner(TrialRunner):
     """The runs of an open-set trial on the standard known/unknown class splits."""
 
     has_train_fraction = True
+
+    def final_document(self, trial_id: str, status: str) -> dict[str, Any]:
+        # Which score the unsuffixed metrics are of: the analysis names each row by its score.
+        return {**super().final_document(trial_id, status), PRIMARY_SCORE_KEY: self.runs[0].method.primary_score}
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """Train every run for one epoch and validate; returns the metrics a trial reports."""

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from methods.base import InvalidCellError, output_views
-from results_analysis.metrics import accuracy, auroc, open_set_f1, osr_metrics, threshold_at_tpr
+from results_analysis.metrics import accuracy, auroc, open_set_f1, oscr, osr_metrics, threshold_at_tpr
 from trainables.split_run import SplitRun
 
 
@@ -67,6 +67,8 @@ def view_metrics(run: SplitRun, phase: str, known: Mapping[str, np.ndarray], unk
         suffix = "" if name == "score" else f"_{name[6:]}"
         if suffix:
             metrics[f"{phase}_auroc{suffix}"] = auroc(known[name], unknown[name])
+            # The benchmark table gives every score its row (softmax's MSP beside its MLS), OSCR included.
+            metrics[f"{phase}_oscr{suffix}"] = oscr(known[name], known["pred"] == labels, unknown[name])
         metrics.update(f1_metrics(run, known, unknown, labels, known[name], unknown[name], reference[name],
                                   prefix=f"{phase}_", suffix=suffix, native=name == "score"))
     metrics.update({f"{phase}_{k}": v for k, v in run.method.diagnostics(dict(known), labels).items()})
