@@ -6,7 +6,9 @@ through pyplot: no GUI backend is touched and no global figure state leaks betwe
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_gate_confusion", "plot_split_metric", "plot_tp_agreement", "plot_val_curves"]
+__all__ = ["plot_benchmark", "plot_gate_confusion", "plot_split_metric", "plot_tp_agreement", "plot_val_curves"]
 
 _STYLE = {"finished": "-", "stopped": "--", "errored": ":"}
 # Beyond this many trials a legend hides the plot; the colours alone still separate curves.
@@ -191,3 +193,84 @@ def plot_gate_confusion(
     if title:
         fig.suptitle(f"{title}: share of each class (column) per expert (row), P | N", fontsize=9)
     _save(fig, path, dpi=72)
+
+
+def plot_benchmark(
+    runs: pd.DataFrame,
+    published: Mapping[str, float],
+    path: str | Path,
+    metric_label: str = "AUROC",
+) -> bool:
+    """One group per benchmark row (e.g. "softmax · MLS"), in percent: each split's mean as a dot
+    (coloured per split, jittered sideways per split), the row's mean over all its runs with ± the
+    sample std over all runs (not over the split means), and the published number as a black star
+    where ``published`` has the row.
+
+    ``runs`` has columns row, split, seed and value (a fraction). A NaN value is not skipped: its split
+    mean and the row mean become NaN and are not drawn, and the row's label counts the NaN runs, so a
+    diverged run shows as a gap rather than flattering the row. Returns False, writing nothing, when
+    ``runs`` is empty.
+    """
+    if runs.empty:
+        return False
+    rows = list(dict.fromkeys(runs["row"]))
+    splits = sorted(runs["split"].unique())
+    colour = {s: f"C{i % 10}" for i, s in enumerate(splits)}
+    # Within a row's slot: split dots spread over the left part (so similar split means stay readable),
+    # then the mean bar, then the published star, none drawn over another.
+    offset = {s: -0.38 + 0.3 * (k / max(len(splits) - 1, 1)) for k, s in enumerate(splits)}
+    x_mean, x_published = 0.08, 0.32
+    fig = Figure(figsize=(max(7.0, 1.4 * len(rows) + 3.0), 4.8))
+    ax = fig.add_subplot()
+    labelled: set[str] = set()
+    shown: list[float] = []
+    tick_labels = []
+
+    def once(label: str) -> str | None:
+        # One legend entry per kind, however many rows draw it.
+        if label in labelled:
+            return None
+        labelled.add(label)
+        return label
+
+    for i, row in enumerate(rows):
+        sel = runs[runs["row"] == row]
+        values = sel["value"].to_numpy(dtype=float) * 100
+        for s in sorted(sel["split"].unique()):
+            split_mean = float(np.mean(sel.loc[sel["split"] == s, "value"].to_numpy(dtype=float))) * 100
+            ax.scatter(i + offset[s], split_mean, color=colour[s], s=28, zorder=3,
+                       label=once(f"split {s}"))
+            shown.append(split_mean)
+        mean = float(np.mean(values))
+        std = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
+        ax.errorbar(i + x_mean, mean, yerr=std, fmt="_", color="0.2", markersize=26, markeredgewidth=2.5,
+                    elinewidth=1.2, capsize=6, zorder=2, label=once("mean ± std over all runs"))
+        if math.isfinite(mean):
+            ax.annotate(f"{mean:.1f}", (i + x_mean, mean + std), xytext=(0, 5), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=8, color="0.2")
+            shown.extend([mean - std, mean + std])
+        if row in published:
+            ref = float(published[row]) * 100
+            ax.scatter(i + x_published, ref, marker="*", color="black", s=130, zorder=4, label=once("published"))
+            shown.append(ref)
+        n_nan = int(np.isnan(values).sum())
+        tick_labels.append(f"{row}\nn={values.size}" + (f", {n_nan} NaN" if n_nan else ""))
+    ax.set_xticks(range(len(rows)), tick_labels, fontsize=8, rotation=20 if len(rows) > 5 else 0)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    finite = [v for v in shown if math.isfinite(v)]
+    if finite:
+        # Percent axis around the data: from 0 it would flatten differences of a few points.
+        lo, hi = min(finite), max(finite)
+        pad = max(1.0, 0.08 * (hi - lo))
+        # Extra room on top for the mean's text above its bar.
+        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + 2 * pad))
+    ax.set_ylabel(f"{metric_label} (%)")
+    n_splits = len(splits)
+    ax.set_title(f"{metric_label} (%) per row: split means (dots, {n_splits} splits),\n"
+                 "mean ± std over all runs (bar), published number (star)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    # Outside the axes: inside, it would hide whichever row sits under it.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    _save(fig, path)
+    return True
