@@ -14,7 +14,7 @@ test: env
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-# The unit tier without Ray or MNIST: pure functions, methods, data, specs. 73 s on this 2-core machine,
+# The unit tier without Ray or MNIST: pure functions, methods, data, specs. 69 s on this 2-core machine,
 # nothing else running (2026-12-02); many times that while another run trains beside it.
 test-fast: env
 	$(PY) -m ruff check .
