@@ -132,13 +132,18 @@ def remaining_estimate(state: BenchmarkState, todo: list[Stage]) -> str:
             by_kind.setdefault(key.split("/")[1], []).append(float(entry["wall_s"]))
     if not todo:
         return "nothing left"
-    total = 0.0
+    total, unknown = 0.0, []
     for stage in todo:
         times = by_kind.get(stage.kind)
-        if not times:
-            return f"{len(todo)} stages left (no {stage.kind} has finished yet to estimate from)"
-        total += sum(times) / len(times)
-    return f"{len(todo)} stages left, about {_duration(total)}"
+        if times:
+            total += sum(times) / len(times)
+        else:
+            unknown.append(stage.kind)
+    estimate = f"{len(todo)} stages left, about {_duration(total)}"
+    if unknown:
+        kinds = sorted(set(unknown))
+        estimate += f" plus {len(unknown)} {'/'.join(kinds)} stage(s) not yet timed (none of that kind has finished)"
+    return estimate
 
 
 def say(message: str) -> None:

@@ -53,3 +53,17 @@ def test_the_continue_command_names_the_benchmark(tmp_path):
     assert request.command.count("--name b") == 1
     unnamed = validate(build_parser().parse_args(["--storage-path", str(tmp_path)]), ["--storage-path", str(tmp_path)])
     assert f"--name {unnamed.name}" in unnamed.command and unnamed.name.startswith("benchmark-digits-")
+
+
+def test_time_left_is_the_mean_finished_stage_of_each_kind(tmp_path):
+    from search.benchmark_stages import BenchmarkState, remaining_estimate
+
+    state = BenchmarkState(_request(tmp_path))
+    state.stages = {"softmax/search": {"status": "done", "wall_s": 100.0},
+                    "difair/search": {"status": "done", "wall_s": 200.0},
+                    "softmax/rerun": {"status": "failed", "wall_s": 999.0}}  # a failed stage times nothing
+    todo = [Stage("crosr", SEARCH), Stage("crosr", RERUN), Stage("difair", RERUN)]
+    assert remaining_estimate(state, todo) == ("3 stages left, about 2m30s plus 2 rerun stage(s) not yet timed "
+                                              "(none of that kind has finished)")
+    state.stages["softmax/rerun"] = {"status": "done", "wall_s": 60.0}
+    assert remaining_estimate(state, todo) == "3 stages left, about 4m30s"  # 150 + 60 + 60 s
