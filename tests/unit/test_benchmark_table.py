@@ -14,7 +14,9 @@ from results_analysis.__main__ import main as analysis_main
 from results_analysis.benchmark import benchmark_table, chosen_runs, to_markdown
 
 T_975_1 = 12.706204736174707  # Student t quantile, 1 degree of freedom (two splits)
-SETTING = {"label": "reduced setting", "differences": {"epochs": {"ours": 2, "reference": 600}}}
+SETTING = {"label": "reduced setting", "differences": {"epochs": {"ours": 2, "reference": 600},
+                                                       "backbone": {"ours": "small", "reference": "vgg32"},
+                                                       "lr": {"ours": 0.1, "reference": 0.3}}}
 
 
 def _trial(root: Path, name: str, method: str, primary: str, config: dict, val_auroc: float,
@@ -86,7 +88,8 @@ def test_rows_chosen_on_validation_with_published_numbers_and_paired_gaps(folder
     md = to_markdown(table)
     assert "| softmax · MSP | mnist | 2 (2) | 93.5 ± 0.7 | 88.5 ± 0.7 | 98.5 ± 0.7 | 71.0 ± 1.4 | 97.8 [" in md
     assert "99.3 (unverified)" in md and "Neal et al. 2018" in md
-    assert "reduced setting: epochs: ours 2, published 600" in md
+    assert "| reduced setting: backbone small (published vgg32), 1 other value differs; 2 epochs; train fraction 0.8 |" in md
+    assert "lr: ours 0.1, published 0.3" in table.rows.loc[0, "setting_detail"]
 
 
 def test_cli_builds_the_table_from_several_folders(folders, tmp_path, capsys):
