@@ -23,10 +23,10 @@ from typing import Any
 import pandas as pd
 
 from results_analysis.catalogue import is_percent
-from results_analysis.markdown import format_mean_std
+from results_analysis.markdown import format_metric
 from results_analysis.paired import PairedDifference, paired_difference, verdict
 from results_analysis.published import PublishedNumber, find_published, load_published
-from results_analysis.tables import load_experiment, rank_configs
+from results_analysis.tables import rank_configs, trials_frame
 from results_analysis.trial_files import (
     PRIMARY_SCORE_KEY,
     TRAIN_FRACTION_KEY,
@@ -41,8 +41,6 @@ __all__ = ["DEFAULT_BASELINE", "BenchmarkTable", "ChosenRuns", "benchmark_table"
 # The method whose primary score every other row is paired with: the cross-entropy baseline
 # (baselines.md: a method must beat a CE model trained with the same recipe).
 DEFAULT_BASELINE = "softmax"
-# The columns of an open-set row, by metric name of the row's score ("" = the primary score).
-OPEN_SET_COLUMNS = {"auroc": "AUROC", "oscr": "OSCR", "acc": "closed-set acc", "macro_f1": "macro-F1"}
 # Closed-set accuracy does not depend on the score: on every known test image where the run has it.
 ACCURACY_METRICS = ("acc_full", "acc")
 
@@ -90,7 +88,8 @@ def chosen_runs(folder: str | Path, skipped: list[str] | None = None) -> ChosenR
     the table's default when the file is missing) and that config's test records. Raises
     ExperimentError when no finished trial has test records."""
     folder = Path(folder)
-    df = load_experiment(folder, skipped)
+    trials = load_trials(folder, skipped)
+    df = trials_frame(trials)
     objective = read_objective(folder) or _default_objective(df)
     ranked = rank_configs(df, objective)
     ranked = ranked[ranked["val_mean"].notna()]
@@ -108,7 +107,7 @@ def chosen_runs(folder: str | Path, skipped: list[str] | None = None) -> ChosenR
     test = finished[finished["config"] == config][["split", "seed", "metric", "value"]]
     if test.empty:
         raise ExperimentError(f"{folder}: the chosen config has no test metrics")
-    trial = next(t for t in load_trials(folder, []) if t.status == "finished" and config_key(t.config) == config)
+    trial = next(t for t in trials if t.status == "finished" and config_key(t.config) == config)
     header = trial.header
     setting, detail = _setting_text(header.get("setting"))
     return ChosenRuns(
@@ -194,7 +193,7 @@ def benchmark_table(experiments: Sequence[ChosenRuns], baseline: str = DEFAULT_B
             else:  # judged by its objective (the clustering methods)
                 head = e.objective
                 metrics = {e.objective: e.objective}
-            row["headline_metric"] = head.split("_")[0] if e.primary_score else e.objective
+            row["headline_metric"] = "auroc" if e.primary_score else e.objective
             for column, metric in metrics.items():
                 row[f"{column}_mean"], row[f"{column}_std"] = _mean_std(e.test.loc[e.test["metric"] == metric, "value"])
             number = find_published(published, e.method, score or e.primary_score, e.dataset,
@@ -272,9 +271,7 @@ def _cell(row: dict[str, Any], column: str, metric: str = "auroc") -> str:
     mean, std = row.get(f"{column}_mean"), row.get(f"{column}_std")
     if mean is None or pd.isna(mean):
         return "—"
-    if is_percent(metric):
-        return format_mean_std(mean, std, scale=100, digits=1)
-    return format_mean_std(mean, std, scale=1, digits=3)
+    return format_metric(metric, mean, std)
 
 
 def _baseline_cell(row: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 from results_analysis.catalogue import is_percent, sort_metrics
 from results_analysis.trial_files import PROTOCOL_TRAIN_FRACTION, TRAIN_FRACTION_KEY, config_key
 
-__all__ = ["format_mean_std", "to_csv", "to_markdown"]
+__all__ = ["format_mean_std", "format_metric", "to_csv", "to_markdown"]
 
 
 def format_mean_std(mean: float, std: float, scale: float = 100, digits: int = 1) -> str:
@@ -24,7 +24,8 @@ def format_mean_std(mean: float, std: float, scale: float = 100, digits: int = 1
     return f"{m} ± {std * scale:.{digits}f}"
 
 
-def _cell(metric: str, mean: float, std: float) -> str:
+def format_metric(metric: str, mean: float, std: float) -> str:
+    """``format_mean_std`` in the metric's own unit: percent for rates, three decimals otherwise."""
     if is_percent(metric):
         return format_mean_std(mean, std, scale=100, digits=1)
     return format_mean_std(mean, std, scale=1, digits=3)
@@ -81,7 +82,7 @@ def to_markdown(summary: pd.DataFrame) -> str:
     for (method, dataset, config), g in groups:
         by_metric = g.set_index("metric")
         cells = [
-            _cell(m, by_metric.at[m, "mean"], by_metric.at[m, "std"]) if m in by_metric.index else ""
+            format_metric(m, by_metric.at[m, "mean"], by_metric.at[m, "std"]) if m in by_metric.index else ""
             for m in metrics
         ]
         rank = g["rank"].iloc[0]

@@ -18,6 +18,7 @@ from results_analysis.trial_files import (
     FINAL_FILE,
     TRIAL_ERROR_KEY,
     ExperimentError,
+    TrialFiles,
     config_key,
     is_number,
     last_validation_runs,
@@ -25,7 +26,7 @@ from results_analysis.trial_files import (
     record_value,
 )
 
-__all__ = ["COLUMNS", "best_config", "load_curves", "load_experiment", "rank_configs", "summarize"]
+__all__ = ["COLUMNS", "best_config", "load_curves", "load_experiment", "rank_configs", "summarize", "trials_frame"]
 
 COLUMNS = ["trial_id", "method", "dataset", "status", "config", "split", "seed", "phase", "metric", "value"]
 
@@ -40,8 +41,13 @@ def load_experiment(path: str | Path, skipped: list[str] | None = None) -> pd.Da
     A trial whose files cannot be read is left out, saying so in ``skipped`` (else a warning).
     Raises ExperimentError if the folder is missing or holds no readable trial, or a record is malformed.
     """
+    return trials_frame(load_trials(path, skipped))
+
+
+def trials_frame(trials: list[TrialFiles]) -> pd.DataFrame:
+    """The tidy table (``load_experiment``) of trials already read."""
     rows: list[tuple[Any, ...]] = []
-    for t in load_trials(path, skipped):
+    for t in trials:
         key = config_key(t.config)
         head = (t.trial_id, t.method, t.dataset, t.status, key)
         if t.records is not None:
