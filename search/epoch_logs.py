@@ -31,23 +31,35 @@ def last_logged_iteration(trial_folder: Path) -> int:
     return last
 
 
+class EarlierRecords:
+    """The last epoch each trial's records held before this driver logged any result of it, read once
+    and shared by the three loggers.
+
+    Read at the trial's first result in this driver, not when it starts: a resumed driver with a new Ray
+    instance has empty staging folders, and Tune's JSON logger copies a trial's result.json back into its
+    own only as it starts the trial (after the CSV logger's start). Every logger's start comes before any
+    result, and the first logger to see the first result reads before the JSON logger appends it."""
+
+    def __init__(self) -> None:
+        self._last: dict[Any, int] = {}
+
+    def last(self, trial: Any) -> int:
+        if trial not in self._last:
+            self._last[trial] = last_logged_iteration(Path(trial.local_path))
+        return self._last[trial]
+
+
 class _EachEpochOnce:
     """Mixin for a Tune LoggerCallback: forwards a trial's result only if it is a new epoch."""
 
-    def __init__(self) -> None:
+    def __init__(self, earlier: EarlierRecords) -> None:
         super().__init__()
+        self._earlier = earlier
         self._logged: dict[Any, int] = {}  # trial -> the last training_iteration in its records
-
-    def log_trial_start(self, trial: Any) -> None:
-        # Read before any result of this start is written: Tune's JSON logger appends to result.json
-        # before the others see the same result.
-        if trial not in self._logged:
-            self._logged[trial] = last_logged_iteration(Path(trial.local_path))
-        super().log_trial_start(trial)  # type: ignore[misc]
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
         step = int(result.get(TRAINING_ITERATION, 0))
-        if step <= self._logged.get(trial, 0):
+        if step <= self._logged.setdefault(trial, self._earlier.last(trial)):
             return
         self._logged[trial] = step
         super().log_trial_result(iteration, trial, result)  # type: ignore[misc]
@@ -79,4 +91,5 @@ class EpochCSVLogger(_EachEpochOnce, CSVLoggerCallback):
 def epoch_loggers() -> list[Any]:
     """Replace Tune's default CSV, JSON and TensorBoard loggers (Tune adds a default only for a kind
     the callbacks lack)."""
-    return [EpochCSVLogger(), EpochJsonLogger(), EpochTBXLogger()]
+    earlier = EarlierRecords()
+    return [EpochCSVLogger(earlier), EpochJsonLogger(earlier), EpochTBXLogger(earlier)]

@@ -21,7 +21,11 @@ from search.main import main
 from search.saved_state import staging_copies
 
 NUM_SAMPLES = 3  # two run at once on the session's 2 CPUs; the third waits for a slot
-MAX_EPOCHS = 100
+# ASHA's first rung (max_epochs / 10) must lie past STOP_AFTER, or it could stop the second trial before
+# the Ctrl+C. FIFO stops nothing, so its budget only has to outlast the seconds between the trials' starts
+# (20 did not, on a loaded machine: the first trial finished before the second ran 7 epochs); fewer epochs
+# keep the resumed trials' remainder short.
+MAX_EPOCHS = {"fifo": 50, "asha": 100}
 CHECKPOINT_EVERY = 5
 # Stopped two epochs past a checkpoint, a resumed trial re-runs those two epochs.
 STOP_AFTER = CHECKPOINT_EVERY + 2
@@ -34,13 +38,13 @@ def epochs_logged(experiment: Path) -> list[int]:
 @pytest.mark.ray
 @pytest.mark.parametrize("scheduler", ["fifo", "asha"])
 def test_ctrl_c_with_concurrent_trials_reports_them_interrupted_and_resume_logs_each_epoch_once(
-        ray_session, tmp_path, capsys, scheduler):
+        ray_session, tmp_path, scheduler):
     storage, name = tmp_path / "results", "ctrlc"
     experiment = storage / name
     log = tmp_path / "driver.err"
     driver = subprocess.Popen(
         [sys.executable, "search/run.py", "--method", "softmax", "--dataset", "digits", "--splits", "0",
-         "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(MAX_EPOCHS), "--scheduler", scheduler,
+         "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(MAX_EPOCHS[scheduler]), "--scheduler", scheduler,
          "--checkpoint-every", str(CHECKPOINT_EVERY), "--address", ray_session.get_runtime_context().gcs_address,
          "--storage-path", str(storage), "--name", name],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
@@ -64,8 +68,10 @@ def test_ctrl_c_with_concurrent_trials_reports_them_interrupted_and_resume_logs_
     assert all(" 0 epochs" in ln for ln in lines if " not started " in ln), out[-3000:]
     assert f"--resume --name {name} --storage-path {storage}" in out, out[-3000:]
 
-    rc = main(["--resume", "--name", name, "--storage-path", str(storage)])
-    resumed = capsys.readouterr().out
+    # As a user resumes: a new process, whose own new Ray instance starts with empty staging folders.
+    resume = subprocess.run([sys.executable, "search/run.py", "--resume", "--name", name, "--storage-path",
+                             str(storage)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    rc, resumed = resume.returncode, resume.stdout + resume.stderr[-3000:]
     assert rc == 0 and f"{NUM_SAMPLES} trials" in resumed and "0 interrupted, 0 not started" in resumed, resumed[-3000:]
     for trial in trial_dirs(experiment):
         steps = [json.loads(ln)["training_iteration"] for ln in (trial / "result.json").read_text().splitlines()]
@@ -80,7 +86,7 @@ def test_ctrl_c_with_concurrent_trials_reports_them_interrupted_and_resume_logs_
     finished = [t for t in trial_dirs(experiment) if (t / "final_metrics.json").exists()]
     assert finished, resumed[-3000:]
     for trial in finished:
-        assert json.loads((trial / "result.json").read_text().splitlines()[-1])["training_iteration"] == MAX_EPOCHS
+        assert json.loads((trial / "result.json").read_text().splitlines()[-1])["training_iteration"] == MAX_EPOCHS[scheduler]
 
 
 def readme_cleanup_command() -> str:
@@ -131,6 +137,11 @@ def test_a_sigkilled_drivers_leftovers_go_with_the_readme_command_and_resume_is_
     resumed = subprocess.run([*run, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0 and "2 trials, 2 finished" in resumed.stdout, (
         resumed.stdout[-1500:] + saved_statuses(experiment))
+    # The resumed driver's Ray instance is a new one, so its staging folders start empty: each epoch is
+    # still logged once (Tune's loggers bring a trial's earlier records back only as they start it).
+    for trial in trial_dirs(experiment):
+        steps = [json.loads(ln)["training_iteration"] for ln in (trial / "result.json").read_text().splitlines()]
+        assert steps == list(range(1, 31)), f"{trial.name}: {steps}"
     sessions = (experiment / "ray_sessions.txt").read_text().split()
     assert len(sessions) == 2 and sessions[0] != sessions[1]
     # A driver that ends normally stops its own instance (its processes take a moment to exit).
