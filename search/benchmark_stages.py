@@ -139,7 +139,7 @@ def remaining_estimate(state: BenchmarkState, todo: list[Stage]) -> str:
             total += sum(times) / len(times)
         else:
             unknown.append(stage.kind)
-    estimate = f"{len(todo)} stages left, about {_duration(total)}"
+    estimate = f"{len(todo)} stage{'s' if len(todo) > 1 else ''} left, about {_duration(total)}"
     if unknown:
         kinds = sorted(set(unknown))
         estimate += f" plus {len(unknown)} {'/'.join(kinds)} stage(s) not yet timed (none of that kind has finished)"

@@ -67,3 +67,4 @@ def test_time_left_is_the_mean_finished_stage_of_each_kind(tmp_path):
                                               "(none of that kind has finished)")
     state.stages["softmax/rerun"] = {"status": "done", "wall_s": 60.0}
     assert remaining_estimate(state, todo) == "3 stages left, about 4m30s"  # 150 + 60 + 60 s
+    assert remaining_estimate(state, todo[-1:]) == "1 stage left, about 1m00s"
