@@ -50,7 +50,7 @@ class TrialOutcome:
 
     def line(self, metric: str) -> str:
         value = f"{metric} {self.value:.4g}" if isinstance(self.value, (int, float)) else f"{metric} —"
-        text = f"  {self.trial_id:<20} {self.status:<11} {value:<28} {self.epochs:>3} epochs"
+        text = f"  {self.trial_id:<20} {self.status:<11} {value:<28} {self.epochs:>3} {'epoch' if self.epochs == 1 else 'epochs'}"
         if self.restarts:
             text += f", restarted {self.restarts}×"
         return text + (f"  ({self.reason})" if self.reason else "")

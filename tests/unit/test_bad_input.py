@@ -472,3 +472,11 @@ def test_analysis_of_only_half_written_trials_fails_in_one_line(capsys, tmp_path
     assert len(err) == 1 and err[0].startswith(f"results_analysis: {tmp_path / 'exp'}: no readable trial "
                                                f"(t: cannot read {broken}: ")
     assert sorted(p.name for p in (tmp_path / "exp").rglob("*")) == ["final_metrics.json", "t"]
+
+
+def test_a_trial_line_counts_one_epoch_in_the_singular():
+    from search.report import TrialOutcome
+
+    line = TrialOutcome("abc", Path("."), "interrupted", 0.5, epochs=1).line("val_auroc")
+    assert line.endswith("  1 epoch"), line
+    assert TrialOutcome("abc", Path("."), "interrupted", 0.5, epochs=7).line("val_auroc").endswith("  7 epochs")
