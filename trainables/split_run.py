@@ -142,7 +142,8 @@ def build_split_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBu
     test_y = on_device(bundle, "test_y", device, size)
 
     def take(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-        return x[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(device)]
+        # A copy: in a Ray trial the split's arrays are read-only views of the object store.
+        return x[torch.tensor(idx, dtype=torch.int64, device=device)]
 
     parts = {
         "train": (train_x, train_y, training_indices(split, final_train_fraction)),
