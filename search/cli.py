@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import socket
 import threading
 import time
@@ -123,6 +124,11 @@ class Request:
     # protocol.md §7 (open-set methods; None for the others), and the post-hoc cell a 1.0 re-run is fixed to.
     final_train_fraction: float | None = None
     posthoc_cell: str | None = None
+
+    @property
+    def command(self) -> str:
+        """The command line as it ran, quoted so that it pastes back into a shell."""
+        return shlex.join(["python", "search/run.py", *self.argv])
 
     @property
     def is_remote_storage(self) -> bool:

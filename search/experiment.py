@@ -148,6 +148,8 @@ def search_tuner(request: Request, bundle: DataBundle) -> tune.Tuner:
         storage=make_storage(optuna_storage_url(request)),
         study_name=request.name,
         max_t=request.max_epochs,
+        study_attributes={"method": request.method, "dataset": request.dataset,
+                          "command": request.command},
     )
     if request.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=request.max_concurrent)

@@ -4,7 +4,6 @@ of the command line's Request."""
 
 from __future__ import annotations
 
-import shlex
 import typing
 from typing import Any
 
@@ -29,7 +28,7 @@ def write_experiment_file(request: Request) -> None:
         "cpus_per_trial": request.cpus_per_trial, "gpus_per_trial": request.gpus_per_trial,
         "max_concurrent": request.max_concurrent, "max_failures": request.max_failures,
         "optuna_storage": request.optuna_storage, "fixed_config": request.fixed_config,
-        "command": shlex.join(["python", "search/run.py", *request.argv]),  # pastes back as it ran
+        "command": request.command,
     }
     storage.write_text(storage.join(request.experiment_path, EXPERIMENT_FILE), yaml.safe_dump(doc, sort_keys=False))
 

@@ -12,6 +12,7 @@ checks the behaviour against the real study."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import optuna
@@ -22,10 +23,23 @@ from results_analysis.trial_files import TRIAL_ERROR_KEY
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
-    def __init__(self, *args: Any, max_t: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_t: int, study_attributes: dict[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        self._study_attributes = dict(study_attributes or {})  # before OptunaSearch sets the study up
         super().__init__(*args, **kwargs)
         self._max_t = max_t
         self._orphans: list[int] = []  # study trial ids to hand out before asking for new ones
+
+    def _setup_study(self, mode: str | list) -> None:
+        """Also names the objective after the metric (optuna-dashboard shows "Objective 0" otherwise) and
+        stores what the study is of (method, dataset, the command) as study attributes."""
+        super()._setup_study(mode)
+        with warnings.catch_warnings():
+            # set_metric_names has been "experimental" since Optuna 3.2; the warning would reach the console.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._ot_study.set_metric_names([self._metric])
+        for key, value in self._study_attributes.items():
+            self._ot_study.set_user_attr(key, value)
 
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials and self._orphans:

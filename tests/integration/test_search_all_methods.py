@@ -195,6 +195,9 @@ def test_study_holds_every_trial_with_the_config_its_space_defines(search):
     (``spaces.config_from_trial``), and the study records how it ended: ASHA-stopped as PRUNED, a final
     model that could not be scored as FAIL, the others COMPLETE with the last validation value."""
     study = study_trials(search.experiment, "search")
+    named = optuna.load_study(study_name="search", storage=f"sqlite:///{search.experiment}/optuna.db")
+    assert named.metric_names == [search.metric]  # optuna-dashboard's label for the objective
+    assert named.user_attrs["method"] == search.method and "search/run.py" in named.user_attrs["command"]
     tune_trials = search.trials()
     assert len(study) == len(tune_trials) == NUM_SAMPLES
     k = num_known(search.method)

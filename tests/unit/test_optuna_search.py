@@ -76,3 +76,15 @@ def test_rerun_of_a_trial_the_study_already_holds_as_complete_is_ignored(tmp_pat
     after.on_trial_complete("a", {"val_auroc": 0.2, "training_iteration": MAX_T})
     trial = optuna.load_study(study_name="s", storage=url).trials[0]
     assert trial.state == TrialState.COMPLETE and trial.value == 0.9 and trial.intermediate_values == {MAX_T: 0.9}
+
+
+def test_the_study_names_its_objective_after_the_metric_and_records_what_it_is_of(tmp_path, recwarn):
+    # optuna-dashboard labels an unnamed objective "Objective 0".
+    url = f"sqlite:///{tmp_path}/s.db"
+    attributes = {"method": "softmax", "dataset": "digits", "command": "python search/run.py --method softmax"}
+    PruningAwareOptunaSearch(space=define, metric="val_auroc", mode="max", sampler=make_sampler("optuna", 0),
+                             storage=make_storage(url), study_name="s", max_t=MAX_T, study_attributes=attributes)
+    study = optuna.load_study(study_name="s", storage=url)
+    assert study.metric_names == ["val_auroc"]
+    assert study.user_attrs == attributes
+    assert not [w for w in recwarn if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
