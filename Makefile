@@ -1,7 +1,7 @@
 # The README's two commands. Each sets up ./.venv first if it is missing or out of date.
 PY := .venv/bin/python
 
-.PHONY: demo test test-fast env lint bench
+.PHONY: demo test test-fast env lint bench lock
 
 env:
 	@bash scripts/setup_env.sh
@@ -22,3 +22,8 @@ test-fast: env
 
 bench: env
 	$(PY) bench/overhead.py
+
+# requirements.lock from what .venv has installed. To upgrade: change requirements.txt,
+# `.venv/bin/python -m pip install -U -r requirements.txt`, make test, then make lock and commit both files.
+lock:
+	$(PY) scripts/lock.py write > requirements.lock.new && mv requirements.lock.new requirements.lock
