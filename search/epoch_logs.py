@@ -78,13 +78,15 @@ class EpochCSVLogger(_EachEpochOnce, CSVLoggerCallback):
     resumed result's key order, which need not match the header already in the file."""
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
-        path = Path(trial.local_path) / EXPR_PROGRESS_FILE
-        if trial not in self._trial_files and path.exists() and path.stat().st_size > 0:
-            with path.open(newline="") as f:
-                header = next(csv.reader(f), None)
+        if trial not in self._trial_files:
+            # Sets the file up first: in a new Ray instance's empty staging folder, that is what copies
+            # the earlier progress.csv back from storage.
             self._setup_trial(trial)
-            if header:
-                self._trial_csv[trial] = csv.DictWriter(self._trial_files[trial], header)
+            if self._trial_continue[trial]:
+                with (Path(trial.local_path) / EXPR_PROGRESS_FILE).open(newline="") as f:
+                    header = next(csv.reader(f), None)
+                if header:
+                    self._trial_csv[trial] = csv.DictWriter(self._trial_files[trial], header)
         super().log_trial_result(iteration, trial, result)
 
 
