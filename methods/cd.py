@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 from torch.nn import functional as F
 
@@ -143,6 +142,10 @@ def build_cd_backbone(name: str, in_channels: int) -> tuple[nn.Module, int]:
     if name == "cnn4_native":
         return CNN4(in_channels), CNN4.out_dim
     depth = {"resnet18": 18, "resnet34": 34, "resnet50": 50}[name.split("_")[0]]
+    # Imported here: torchvision's import (it loads torch._dynamo) costs every process that imports the
+    # method registry ~2.5 core-seconds, the ResNets are built only for CD's reference backbones.
+    import torchvision
+
     net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
     if name.endswith("_cifar_native"):
         net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
