@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-runs only (--config, --preset): 0.8 trains on the protocol's 80%% partition, 1.0 on all "
                    "known training images as the papers do, reporting threshold-free test metrics only with the "
                    "post-hoc cell the 80%% runs selected (default: the --config file's final_train_fraction, else 0.8)")
+    p.add_argument("--verbose", action="store_true", help="Ray Tune's own progress tables instead of one line per "
+                   "trial event and a status line every 30 s")
     p.add_argument("--export", help="also write the best config YAML here (always written as best.yaml in the experiment)")
     return p
 
@@ -124,6 +126,7 @@ class Request:
     # protocol.md §7 (open-set methods; None for the others), and the post-hoc cell a 1.0 re-run is fixed to.
     final_train_fraction: float | None = None
     posthoc_cell: str | None = None
+    verbose: bool = False  # Tune's progress tables instead of the compact console
 
     @property
     def command(self) -> str:
@@ -495,6 +498,7 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         max_failures=args.max_failures, checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed,
         export=Path(args.export).absolute() if args.export else None, fixed_config=fixed, argv=argv,
         final_train_fraction=fraction, posthoc_cell=posthoc_cell,
+        verbose=args.verbose,
     )
     try:
         exists = storage.exists(request.experiment_path)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import shlex
+import warnings
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
+from sqlalchemy.engine import make_url
 
 from data import DataMissingError, load_pool
 from results_analysis.trial_files import ALL_KNOWN_TRAIN_FRACTION, TRAIN_FRACTION_KEY
@@ -20,6 +25,7 @@ from search.cli import Request, UsageError
 from search.epoch_logs import epoch_loggers
 from search.experiment_file import write_experiment_file
 from search.optuna_search import PruningAwareOptunaSearch, make_sampler, make_storage
+from search.progress import SearchProgress
 from spaces import get_space
 from trainables.device_data import DataBundle
 from trainables.tasks import task_splits
@@ -56,7 +62,24 @@ def start_ray(request: Request) -> Any:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UsageError(f"--address {request.address}: cannot join that Ray cluster ({first})") from None
     # "local": not a `ray start` cluster that may run on this machine.
-    return ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": worker_env()})
+    return ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": worker_env()},
+                    logging_level=logging.INFO if request.verbose else logging.WARNING)
+
+
+def quiet_console(request: Request) -> None:
+    """Without --verbose the driver prints SearchProgress's lines, not Tune's and Optuna's logs. Tune's
+    new output engine prints its start block (and a TensorBoard hint naming Ray's temporary session
+    folder) at every verbosity; its legacy engine at verbosity 0 prints nothing."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if request.verbose else "0"
+    level = logging.INFO if request.verbose else logging.WARNING
+    logging.getLogger("ray.tune").setLevel(level)
+    # A resumed experiment's trials that never started have no results yet: Tune warns of each.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(level if request.verbose else logging.ERROR)
+    optuna.logging.set_verbosity(level)
+    if not request.verbose:
+        # ASHA's cutoff over a rung where every trial reported NaN (unscorable models): numpy warns, the
+        # scheduler then keeps them, and the summary says why each is unscorable.
+        warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
 
 
 def node_capacities(autoscaler_config: Path = AUTOSCALER_CONFIG) -> list[dict[str, float]]:
@@ -109,7 +132,46 @@ def _trainable(request: Request, bundle: DataBundle):
     return tune.with_resources(trainable, resources)
 
 
-def _run_config(request: Request) -> tune.RunConfig:
+def console_lines(request: Request, rungs: list[int]) -> list[str]:
+    """What the console says as an experiment starts: what runs, where its results go and the commands
+    that show them (Ray's own TensorBoard hint names its temporary session folder)."""
+    if request.fixed_config is None:
+        sampler = {"optuna": "Optuna TPE", "random": "random sampling"}[request.searcher]
+        early = f"ASHA (rungs at epochs {', '.join(map(str, rungs))})" if rungs else "no early stopping"
+        what = (f"search of {request.num_samples} trials × up to {request.max_epochs} epochs, {sampler}, {early}; "
+                f"objective {request.metric} ({request.mode})")
+    else:
+        what = (f"re-run of a fixed config on {len(request.splits)} split(s) × {len(request.seeds)} seed(s), "
+                f"{request.max_epochs} epochs")
+    lines = [f"{request.method} on {request.dataset}: {what}",
+             f"Results:          {request.experiment_path}",
+             f"TensorBoard:      tensorboard --logdir {shlex.quote(request.experiment_path)}"]
+    if request.fixed_config is None:
+        url = make_url(optuna_storage_url(request)).render_as_string(hide_password=True)
+        lines.append(f"Optuna dashboard: optuna-dashboard {shlex.quote(url)}")
+    return lines
+
+
+def scheduler_rungs(scheduler: Any, max_epochs: int) -> list[int]:
+    """The epochs below the last where the scheduler compares trials. Read from Ray's ASHA bracket (its
+    private _rungs: (milestone, recorded) pairs) rather than recomputed, so the console names the rungs
+    Ray uses; none for FIFO or a Ray whose internals moved."""
+    rungs = getattr(next(iter(getattr(scheduler, "_brackets", [])), None), "_rungs", [])
+    return sorted(int(rung[0]) for rung in rungs if int(rung[0]) < max_epochs)
+
+
+def callbacks(request: Request, rungs: list[int]) -> list[Any]:
+    """Each epoch once in a trial's records (across resumes) and, unless --verbose, the compact console
+    in place of Tune's tables."""
+    if request.verbose:
+        return epoch_loggers()
+    num_trials = request.num_samples if request.fixed_config is None else len(request.splits) * len(request.seeds)
+    progress = SearchProgress(metric=request.metric, mode=request.mode, max_epochs=request.max_epochs,
+                              num_trials=num_trials, rungs=rungs, header=console_lines(request, rungs))
+    return [*epoch_loggers(), progress]
+
+
+def _run_config(request: Request, rungs: list[int]) -> tune.RunConfig:
     return tune.RunConfig(
         name=request.name,
         storage_path=request.storage_path,
@@ -120,8 +182,8 @@ def _run_config(request: Request) -> tune.RunConfig:
         # Trials write final_metrics.json and test_scores.parquet in their working folder; without
         # artifact syncing Ray would leave them in the node's session folder, not in storage_path.
         sync_config=tune.SyncConfig(sync_artifacts=True),
-        callbacks=epoch_loggers(),  # each epoch once in a trial's records, across resumes
-        verbose=1,
+        callbacks=callbacks(request, rungs),
+        verbose=1 if request.verbose else 0,
     )
 
 
@@ -135,7 +197,6 @@ def _define(trial: Any, *, method: str, max_epochs: int, num_known: int, fixed: 
 
 
 def search_tuner(request: Request, bundle: DataBundle) -> tune.Tuner:
-    space = get_space(request.method)
     fixed = {"method": request.method, "dataset": request.dataset, "splits": request.splits, "seeds": request.seeds}
     num_known = len(bundle.splits[request.splits[0]].known)
     define = functools.partial(_define, method=request.method, max_epochs=request.max_epochs, num_known=num_known,
@@ -153,18 +214,31 @@ def search_tuner(request: Request, bundle: DataBundle) -> tune.Tuner:
     )
     if request.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=request.max_concurrent)
-    if request.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=request.max_epochs,
-                                  **space.asha(request.max_epochs))
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = make_scheduler(request)
     return tune.Tuner(
         _trainable(request, bundle),
         tune_config=tune.TuneConfig(metric=request.metric, mode=request.mode, search_alg=searcher,
                                     scheduler=scheduler, num_samples=request.num_samples, reuse_actors=True,
                                     trial_dirname_creator=trial_dirname),
-        run_config=_run_config(request),
+        run_config=_run_config(request, scheduler_rungs(scheduler, request.max_epochs)),
     )
+
+
+def restore_console(tuner: tune.Tuner, request: Request) -> None:
+    """A restored Tuner takes the RunConfig pickled when the experiment started, and Tuner.restore
+    cannot replace it: set this driver's console (its --verbose, fresh callbacks) on the restored one
+    (Ray's TunerInternal keeps it in _run_config, which its get_run_config returns)."""
+    rungs = [] if request.fixed_config is not None else scheduler_rungs(make_scheduler(request), request.max_epochs)
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = callbacks(request, rungs)
+    run_config.verbose = 1 if request.verbose else 0
+
+
+def make_scheduler(request: Request) -> ASHAScheduler | FIFOScheduler:
+    if request.scheduler == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=request.max_epochs,
+                             **get_space(request.method).asha(request.max_epochs))
+    return FIFOScheduler()
 
 
 def rerun_tuner(request: Request, bundle: DataBundle) -> tune.Tuner:
@@ -183,7 +257,7 @@ def rerun_tuner(request: Request, bundle: DataBundle) -> tune.Tuner:
         tune_config=tune.TuneConfig(metric=request.metric, mode=request.mode, reuse_actors=True,
                                     max_concurrent_trials=request.max_concurrent,
                                     trial_dirname_creator=trial_dirname),
-        run_config=_run_config(request),
+        run_config=_run_config(request, []),
     )
 
 
@@ -213,6 +287,7 @@ def run_experiment(request: Request, ray_session: str | None = None) -> tune.Res
     # Save Tune's experiment state after every event rather than every ≥10 s: a driver killed at any
     # moment then resumes without re-running a trial that had already finished.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    quiet_console(request)
     bundle = load_bundle(request)
     trainable = _trainable(request, bundle)
     if request.resume:
@@ -224,6 +299,7 @@ def run_experiment(request: Request, ray_session: str | None = None) -> tune.Res
             except saved_state.SavedStateError as err:
                 raise UsageError(f"--resume: {err}; start the search again under a new --name") from None
         tuner = tune.Tuner.restore(request.experiment_path, trainable, resume_errored=True)
+        restore_console(tuner, request)
     else:
         if request.optuna_storage:
             try:  # fail on a bad URL before anything is written

@@ -72,7 +72,11 @@ class PruningAwareOptunaSearch(OptunaSearch):
             return
         if result.get(TRIAL_ERROR_KEY):
             return  # the report of a failure, not of an epoch: no intermediate value
-        super().on_trial_result(trial_id, result)
+        with warnings.catch_warnings():
+            # A trial restored from a checkpoint reports the epochs after it again; Optuna keeps the
+            # first value (the re-run reproduces it) and would warn on the console at each.
+            warnings.filterwarnings("ignore", message="The reported value is ignored", category=UserWarning)
+            super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:

@@ -4,6 +4,7 @@ runner (trainables/tasks.py: runs.py for open-set methods, gate_clustering.py fo
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import tempfile
 import traceback
@@ -21,6 +22,9 @@ from trainables.tasks import trial_runs
 
 CHECKPOINT_FILE = "state.pt"
 CHECKPOINT_EVERY = 5
+# Ray Train logs every checkpoint it stores at INFO, which Ray forwards to the driver's console: a line
+# per checkpoint per trial. The checkpoints are in the trial folders.
+logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 # The objective a trial may be searched on besides its validation metrics (search/cli.py check_metric).
 TRAIN_OBJECTIVE = "train_loss"
 

@@ -73,6 +73,16 @@ def test_search_runs_and_exports_a_method_added_as_two_files(copy, tmp_path):
     assert (doc["method"], doc["dataset"]) == ("toy", "digits")
     assert {"lr", "batch_size", "label_smoothing"} <= set(doc["config"])  # drawn from spaces/toy.py
     assert doc["metrics"]["test"]["auroc"]["n"] == 1
+    # The console as a user sees it (issue 18): the compact progress, not Tune's tables, and the commands
+    # that show this experiment, not Ray's hint at its temporary session folder.
+    before_summary = run.stdout.split("toy on digits: 2 trials,")[0].splitlines()
+    experiment = next(p for p in (tmp_path / "results").iterdir() if p.is_dir())
+    assert f"TensorBoard:      tensorboard --logdir {experiment}" in before_summary
+    assert f"Optuna dashboard: optuna-dashboard sqlite:///{experiment}/optuna.db" in before_summary
+    assert sum(" started " in line for line in before_summary) == 2
+    assert sum(" finished " in line or " pruned " in line for line in before_summary) == 2
+    assert not [line for line in before_summary if "╭" in line or "session_" in line or "Trial status" in line]
+    assert len(before_summary) <= 12, "\n".join(before_summary)
 
 
 def test_contract_test_covers_the_new_method_without_an_edit(copy, tmp_path):

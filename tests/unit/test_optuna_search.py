@@ -88,3 +88,15 @@ def test_the_study_names_its_objective_after_the_metric_and_records_what_it_is_o
     assert study.metric_names == ["val_auroc"]
     assert study.user_attrs == attributes
     assert not [w for w in recwarn if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+
+
+def test_an_epoch_reported_again_after_a_resume_keeps_its_first_value_without_a_warning(tmp_path, recwarn):
+    # A trial restored from its checkpoint reports the epochs after it again; Optuna keeps the first
+    # value and warned "The reported value is ignored…" on the user's console at each.
+    url = f"sqlite:///{tmp_path}/s.db"
+    s = searcher(url)
+    s.suggest("a")
+    s.on_trial_result("a", {"val_auroc": 0.5, "training_iteration": 1})
+    s.on_trial_result("a", {"val_auroc": 0.6, "training_iteration": 1})
+    assert [str(w.message) for w in recwarn] == []
+    assert optuna.load_study(study_name="s", storage=url).trials[0].intermediate_values == {1: 0.5}
