@@ -2,7 +2,8 @@
 ``python -m results_analysis DIR1 DIR2 … [--out DIR] [--baseline softmax]``
 
 One experiment folder: prints mean ± std per config (best config first, chosen on validation), writes
-summary.csv, summary.md and PNG plots into RESULTS_DIR (or --out). Several (one method each, on one
+summary.csv, summary.md and PNG plots into RESULTS_DIR (or --out) (results_analysis/report.py, which a
+search also runs when it ends). Several (one method each, on one
 dataset: searches or --config re-runs): the benchmark table (results_analysis/benchmark.py) beside the
 published numbers, written as benchmark.md, benchmark.csv and benchmark.png into --out (default: the
 current folder). Bad input ends in one line on stderr, exit status 2, and nothing written.
@@ -15,12 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from results_analysis.markdown import to_csv, to_markdown
-from results_analysis.tables import load_curves, load_experiment, rank_configs, summarize
+from results_analysis.report import write_report
 from results_analysis.trial_files import ExperimentError
-
-# The ranking metric when --metric is not given: the first one the experiment has.
-DEFAULT_METRICS = ("auroc", "mean_cluster_acc")
 
 
 class _UsageError(Exception):
@@ -88,65 +85,19 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if len(args.results_dirs) > 1:
         return _benchmark(args)
-    results_dir: Path = args.results_dirs[0]
-    out: Path = args.out if args.out is not None else results_dir
-    if out.exists() and not out.is_dir():
-        raise _UsageError(f"--out {out}: exists and is not a folder")
-
     skipped: list[str] = []
-    df = load_experiment(results_dir, skipped)
-    curves = load_curves(results_dir, [])  # the same trials: skipped once is enough
-    for message in skipped:
-        print(f"results_analysis: warning: {' '.join(message.split())}", file=sys.stderr)
-
-    val_metrics = sorted(df.loc[(df["phase"] == "val") & (df["status"] == "finished"), "metric"].unique())
-    if args.metric is None:
-        args.metric = next((m for m in DEFAULT_METRICS if m in val_metrics), DEFAULT_METRICS[0])
-    if val_metrics and args.metric not in val_metrics:
-        raise _UsageError(
-            f"{results_dir}: no validation {args.metric!r} values; pass --metric one of {', '.join(val_metrics)}"
-        )
-    summary = summarize(
-        df, phase=args.phase, rank_metric=args.metric, include_unfinished=args.include_unfinished
-    )
-    if summary.empty:
-        counts = ", ".join(
-            f"{n} {s}" for s, n in df.drop_duplicates("trial_id")["status"].value_counts().items()
-        )
-        hint = " (try --phase val --include-unfinished)" if not args.include_unfinished else ""
-        raise _UsageError(
-            f"{results_dir}: no {args.phase} metrics to summarise [{counts or 'no values'}]{hint}"
-        )
-
-    report = to_markdown(summary)
-    ranked = rank_configs(df, args.metric)
-    best = {(r.method, r.dataset): r.config for r in ranked[ranked["rank"] == 1].itertuples(index=False)}
-
-    # matplotlib is imported only once the input is known to be good: bad input fails fast.
-    from results_analysis.plots import plot_split_metric, plot_tp_agreement, plot_val_curves
-
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        written = [out / "summary.csv", out / "summary.md"]
-        to_csv(summary, written[0])
-        header = f"# {results_dir.name}: {args.phase} metrics, mean ± std over (split, seed) runs\n\n"
-        written[1].write_text(header + report)
-        curves_png = out / f"val_{args.metric}_curves.png"
-        if plot_val_curves(curves, curves_png, metric=args.metric):
-            written.append(curves_png)
-        split_png = out / f"{args.phase}_{args.metric}_per_split.png"
-        if plot_split_metric(df, best, split_png, metric=args.metric, phase=args.phase):
-            written.append(split_png)
-        tpa_png = out / f"{args.phase}_tp_agreement.png"
-        if plot_tp_agreement(df, best, tpa_png, phase=args.phase):
-            written.append(tpa_png)
-    except OSError as e:
-        raise _UsageError(f"cannot write reports to {out}: {e}") from None
-
-    print(report, end="")
+        report = write_report(args.results_dirs[0], args.out, metric=args.metric, phase=args.phase,
+                              include_unfinished=args.include_unfinished, skipped=skipped)
+    finally:
+        for message in skipped:
+            print(f"results_analysis: warning: {' '.join(message.split())}", file=sys.stderr)
+    print(report.markdown, end="")
     print()
-    for path in written:
+    for path in report.written:
         print(f"wrote {path}")
+    for reason in report.left_out:
+        print(f"left out {reason}")
     return 0
 
 

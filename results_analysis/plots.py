@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,17 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_benchmark", "plot_gate_confusion", "plot_split_metric", "plot_tp_agreement", "plot_val_curves"]
+if TYPE_CHECKING:
+    import optuna
+    from matplotlib.axes import Axes
+
+__all__ = ["ScorePanel", "plot_benchmark", "plot_gate_confusion", "plot_optuna_history", "plot_optuna_importances",
+           "plot_optuna_parallel", "plot_roc_curves", "plot_score_histograms", "plot_split_metric",
+           "plot_tp_agreement", "plot_val_curves"]
+
+# One chosen config's saved test scores: (title, the rows of test_scores.parquet: split, seed,
+# is_unknown and the score column, the name of that column; higher = more unknown).
+ScorePanel = tuple[str, pd.DataFrame, str]
 
 _STYLE = {"finished": "-", "stopped": "--", "errored": ":"}
 # Beyond this many trials a legend hides the plot; the colours alone still separate curves.
@@ -274,3 +285,185 @@ def plot_benchmark(
     fig.tight_layout()
     _save(fig, path)
     return True
+
+
+def _score_runs(scores: pd.DataFrame, column: str) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(split, seed, is_unknown, score) per run that has both known and unknown images with a finite
+    score; a NaN score (a run its method could not score) is left out rather than ranked."""
+    runs = []
+    keys = ["trial_id", "split", "seed"] if "trial_id" in scores else ["split", "seed"]
+    for key, run in scores.groupby(keys, sort=True):
+        split, seed = int(key[-2]), int(key[-1])
+        values = run[column].to_numpy(dtype=float)
+        finite = np.isfinite(values)
+        unknown = run["is_unknown"].to_numpy(dtype=bool)[finite]
+        if unknown.any() and not unknown.all():
+            runs.append((split, seed, unknown, values[finite]))
+    return runs
+
+
+def plot_roc_curves(panels: Sequence[ScorePanel], path: str | Path) -> bool:
+    """Test ROC curves of each panel's config, one curve per (split, seed) run (colour = split, line
+    style = seed), unknown as the positive class, with each run's AUROC in the legend. Returns False,
+    writing nothing, when no panel has a run with both known and unknown scores."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    drawn = [(title, column, runs) for title, scores, column in panels
+             if (runs := _score_runs(scores, column))]
+    if not drawn:
+        return False
+    fig = Figure(figsize=(5.2 * len(drawn), 5.0))
+    axes = fig.subplots(1, len(drawn), squeeze=False)[0]
+    for ax, (title, column, runs) in zip(axes, drawn, strict=True):
+        splits = sorted({r[0] for r in runs})
+        seeds = sorted({r[1] for r in runs})
+        for split, seed, unknown, values in runs:
+            fpr, tpr, _ = roc_curve(unknown, values)
+            label = f"split {split}" + (f", seed {seed}" if len(seeds) > 1 else "")
+            ax.plot(fpr, tpr, color=f"C{splits.index(split) % 10}",
+                    linestyle=("-", "--", ":", "-.")[seeds.index(seed) % 4],
+                    label=f"{label}: AUROC {roc_auc_score(unknown, values):.3f}")
+        ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="chance: AUROC 0.500")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.005)
+        ax.set_aspect("equal")
+        ax.set_xlabel("false positive rate (share of known test images called unknown)", fontsize=8)
+        ax.set_ylabel("true positive rate (share of unknown test images called unknown)", fontsize=8)
+        ax.set_title(f"{title}\ntest ROC of {column}, unknown = positive", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def plot_score_histograms(panels: Sequence[ScorePanel], path: str | Path) -> bool:
+    """Known vs unknown test score histograms of each panel's config, one subplot per split with its
+    seeds pooled (a row per panel). Each class's bars sum to 1, so the two are comparable however
+    many images each has. Returns False, writing nothing, when no split has both kinds of scores."""
+    rows = []
+    for title, scores, column in panels:
+        by_split: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for split, _seed, unknown, values in _score_runs(scores, column):
+            pooled_unknown, pooled = by_split.get(split, (np.array([], bool), np.array([])))
+            by_split[split] = (np.concatenate([pooled_unknown, unknown]), np.concatenate([pooled, values]))
+        if by_split:
+            rows.append((title, column, sorted(by_split.items())))
+    if not rows:
+        return False
+    cols = max(len(splits) for _, _, splits in rows)
+    fig = Figure(figsize=(max(5.0, 3.6 * cols), 3.4 * len(rows) + 0.5))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, (title, column, splits) in enumerate(rows):
+        for ax in axes[r, len(splits):]:
+            ax.set_axis_off()
+        for ax, (split, (unknown, values)) in zip(axes[r], splits, strict=False):
+            bins = np.histogram_bin_edges(values, bins=30)
+            for is_unknown, name, colour in ((False, "known", "C0"), (True, "unknown", "C3")):
+                part = values[unknown == is_unknown]
+                ax.hist(part, bins=bins, weights=np.full(part.size, 1.0 / part.size), color=colour, alpha=0.45,
+                        histtype="stepfilled", edgecolor=colour, label=f"{name} (n={part.size})")
+            ax.set_xlabel(f"{column} (higher = more unknown)", fontsize=8)
+            ax.set_ylabel("share of the class's test images", fontsize=8)
+            ax.set_title(f"split {split}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=7)
+        axes[r, 0].annotate(title, (0, 1), xytext=(0, 22), xycoords="axes fraction", textcoords="offset points",
+                            fontsize=9, fontweight="bold", va="bottom")
+    fig.suptitle("Test open-set scores, known vs unknown classes (config chosen on val; seeds pooled per split)",
+                 fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def _save_optuna(draw: Callable[[], Axes], path: str | Path, title: str, size: tuple[float, float],
+                 xlabel: str | None = None, ylabel: str | None = None,
+                 finish: Callable[[Axes], None] | None = None) -> None:
+    """Runs one of Optuna's matplotlib plots (``draw`` returns its Axes), retitles it, lets ``finish``
+    adjust it and saves the figure. They draw through pyplot and set the global ggplot style: the style
+    is scoped to this call and the figure closed, so nothing leaks into the other plots or the caller's
+    pyplot state. Their ExperimentalWarning never reaches the console."""
+    import warnings
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import optuna
+
+    with warnings.catch_warnings(), matplotlib.rc_context():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # A hyperparameter every completed trial shares gets a zero-height axis; matplotlib widens it.
+        warnings.filterwarnings("ignore", "Attempting to set identical low and high ylims", UserWarning)
+        ax = draw()
+        fig = ax.figure
+        try:
+            fig.set_size_inches(*size)
+            for loc in ("left", "right"):  # Optuna's own title sits left on some plots: it would overlap
+                ax.set_title("", loc=loc)
+            ax.set_title(title, fontsize=10, pad=12)
+            if xlabel is not None:
+                ax.set_xlabel(xlabel)
+            if ylabel is not None:
+                ax.set_ylabel(ylabel)
+            if finish is not None:
+                finish(ax)
+            fig.tight_layout()
+            fig.savefig(path, dpi=120, format="png")
+        finally:
+            plt.close(fig)
+
+
+def plot_optuna_history(study: optuna.Study, path: str | Path, target_name: str) -> None:
+    """The study's objective per trial and the best so far (Optuna's plot: completed trials only)."""
+    from optuna.trial import TrialState
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state == TrialState.COMPLETE for t in trials)
+    _save_optuna(lambda: plot_optimization_history(study, target_name=target_name), path,
+                 f"Optuna study {study.study_name!r}: {target_name} per trial and the best so far\n"
+                 f"({done} of {len(trials)} trials completed; pruned and failed ones are not drawn)",
+                 (8.0, 4.8), xlabel="trial number (order the study asked for it)", ylabel=target_name,
+                 finish=lambda ax: ax.xaxis.set_major_locator(MaxNLocator(integer=True)))
+
+
+def plot_optuna_importances(study: optuna.Study, path: str | Path, target_name: str) -> None:
+    """Hyperparameter importances by fANOVA (seeded, so a report is reproducible) over completed trials."""
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.trial import TrialState
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    n_params = len({p for t in trials for p in t.params})
+
+    def finish(ax: Axes) -> None:
+        if ax.get_legend() is not None:  # one entry, the objective the title already names
+            ax.get_legend().remove()
+
+    _save_optuna(lambda: plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0),
+                                                target_name=target_name),
+                 path, f"Hyperparameter importances for {target_name}\n"
+                 f"(fANOVA over {len(trials)} completed trials; few trials make it a rough guide)",
+                 (8.0, max(3.5, 0.45 * n_params + 1.8)),
+                 xlabel=f"importance (share of {target_name}'s variance explained; the bars sum to 1)",
+                 ylabel="hyperparameter", finish=finish)
+
+
+def plot_optuna_parallel(study: optuna.Study, path: str | Path, target_name: str) -> None:
+    """Parallel coordinates: one line per completed trial across its hyperparameters, coloured by the
+    objective."""
+    from optuna.trial import TrialState
+    from optuna.visualization.matplotlib import plot_parallel_coordinate
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    n_params = len({p for t in trials for p in t.params})
+
+    def finish(ax: Axes) -> None:
+        # Optuna's "Blues" draws the worst trial in white, invisible on the white axes; the colour bar
+        # follows the lines' colour map.
+        for collection in ax.collections:
+            collection.set_cmap("viridis")
+
+    _save_optuna(lambda: plot_parallel_coordinate(study, target_name=target_name), path,
+                 f"Parallel coordinates of {len(trials)} completed trials, coloured by {target_name}",
+                 (max(9.0, 1.5 * (n_params + 1)), 5.5), finish=finish)

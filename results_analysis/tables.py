@@ -26,7 +26,7 @@ from results_analysis.trial_files import (
     record_value,
 )
 
-__all__ = ["COLUMNS", "best_config", "load_curves", "load_experiment", "rank_configs", "summarize", "trials_frame"]
+__all__ = ["COLUMNS", "best_config", "curves_frame", "load_curves", "load_experiment", "rank_configs", "summarize", "trials_frame"]
 
 COLUMNS = ["trial_id", "method", "dataset", "status", "config", "split", "seed", "phase", "metric", "value"]
 
@@ -80,8 +80,13 @@ def load_curves(path: str | Path, skipped: list[str] | None = None) -> pd.DataFr
     Columns: trial_id, status, config, training_iteration, metric, value, where value is the
     top-level ``val_<metric>`` a trial reported (the mean over its splits, what the scheduler saw).
     """
+    return curves_frame(load_trials(path, skipped))
+
+
+def curves_frame(trials: list[TrialFiles]) -> pd.DataFrame:
+    """The per-epoch validation curves (``load_curves``) of trials already read."""
     rows = []
-    for t in load_trials(path, skipped):
+    for t in trials:
         key = config_key(t.config)
         for i, row in enumerate(t.results):
             if row.get(TRIAL_ERROR_KEY):

@@ -42,7 +42,7 @@ def execute(request: Request) -> int:
 
 
 def report(request: Request, outcomes: list[TrialOutcome]) -> int:
-    from search.report import RESUMABLE, Summary, choose_best, export_yaml, render
+    from search.report import RESUMABLE, Summary, choose_best, export_yaml, render, write_analysis_report
 
     summary = Summary(request.method, request.dataset, request.metric, outcomes)
     if request.fixed_config is not None:
@@ -74,6 +74,14 @@ def report(request: Request, outcomes: list[TrialOutcome]) -> int:
                 best_yaml = best_yaml or target
     # A file that cannot be written never costs the summary of a whole search: it is printed first.
     print(render(summary, best_yaml))
+    if summary.chosen:
+        # Of a search or re-run that ended, never of an interrupted one (returned above): --resume
+        # finishes it and writes the report then. A re-run keeps no Optuna study.
+        local = Path(request.experiment_path) if not request.is_remote_storage else outcomes[0].path.parent
+        for line in write_analysis_report(
+                request.experiment_path, local, request.metric,
+                request.optuna_storage if request.fixed_config is None else None, request.name):
+            print(line, file=sys.stderr if line.startswith(("error:", "warning:")) else sys.stdout)
     if failed:
         kept = f"the best config is in {best_yaml}" if best_yaml else "the best config is printed above"
         print(f"error: {'; '.join(failed)}; {kept}", file=sys.stderr)

@@ -302,3 +302,35 @@ def export_yaml(summary: Summary, path: str) -> None:
         # --config re-runs this file at the fraction its numbers used unless --final-train-fraction says otherwise.
         doc[TRAIN_FRACTION_KEY] = summary.final_train_fraction
     storage.write_text(path, yaml.safe_dump(doc, sort_keys=False))
+
+
+def write_analysis_report(experiment: str, local: Path, metric: str, optuna_storage: str | None,
+                          study_name: str | None) -> list[str]:
+    """results_analysis's report (summary.csv, summary.md, the plots) of the ended experiment, written
+    into its folder ``experiment``; ``local`` is that folder here (a remote one's mirror, whose files
+    are then copied up). Returns the lines to print. Never raises: the search's results are already
+    printed and exported, and the report can be written again from the folder, so a failure is one
+    error line that says how."""
+    from results_analysis.report import write_report
+
+    skipped: list[str] = []
+    try:
+        report = write_report(local, metric=metric.removeprefix("val_"), optuna_storage=optuna_storage,
+                              study_name=study_name, skipped=skipped)
+        if storage.is_remote(experiment):
+            for path in report.written:
+                storage.write_bytes(storage.join(experiment, path.name), path.read_bytes())
+    except Exception as err:  # a plot or file the report cannot make must not turn a search into a traceback
+        text = " ".join(str(err).split()) or type(err).__name__
+        name = "" if isinstance(err, storage.StorageError | ValueError | OSError) else f"{type(err).__name__}: "
+        # A remote folder's mirror is gone once the search ends: no command to point at.
+        hint = "" if storage.is_remote(experiment) else \
+            f"; write it with: {shlex.join(['python', '-m', 'results_analysis', experiment])}"
+        return [f"error: the report was not written ({name}{text}){hint}"]
+    lines = [f"warning: report: {' '.join(m.split())}" for m in skipped]
+    n_plots = len(report.plots)
+    where = storage.join(experiment, "summary.md")
+    lines.append(f"Report: {where} and {n_plots} plot{'' if n_plots == 1 else 's'} in {experiment}")
+    if report.left_out:
+        lines.append(f"  not drawn: {'; '.join(report.left_out)}")
+    return lines

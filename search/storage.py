@@ -80,6 +80,11 @@ def read_text(path: str) -> str:
 
 
 def write_text(path: str, text: str) -> None:
+    """Whole or not at all (``write_bytes``), as UTF-8."""
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: str, data: bytes) -> None:
     """Whole or not at all: a local file is written beside its target and renamed over it; an object
     store's single upload is already atomic."""
     if not is_remote(path):
@@ -87,7 +92,7 @@ def write_text(path: str, text: str) -> None:
         partial = target.with_name(f".{target.name}.partial")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_text(text)
+            partial.write_bytes(data)
             partial.replace(target)
         except OSError as err:
             partial.unlink(missing_ok=True)
@@ -97,7 +102,7 @@ def write_text(path: str, text: str) -> None:
     fs, inner = _fs(path)
     try:
         with fs.open_output_stream(inner) as stream:
-            stream.write(text.encode())
+            stream.write(data)
     except OSError as err:
         raise StorageError(f"{path}: cannot write it ({_first_line(err)})") from None
 
