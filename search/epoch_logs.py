@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE, TRAINING_ITERATION
+
+from search.tensorboard_log import TensorBoardLogger
 
 
 def last_logged_iteration(trial_folder: Path) -> int:
@@ -69,8 +71,8 @@ class EpochJsonLogger(_EachEpochOnce, JsonLoggerCallback):
     pass
 
 
-class EpochTBXLogger(_EachEpochOnce, TBXLoggerCallback):
-    pass
+class EpochTBXLogger(_EachEpochOnce, TensorBoardLogger):
+    """Clean tags and the HPARAMS tab (search/tensorboard_log.py)."""
 
 
 class EpochCSVLogger(_EachEpochOnce, CSVLoggerCallback):

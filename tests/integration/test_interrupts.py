@@ -59,7 +59,7 @@ def test_ctrl_c_with_concurrent_trials_reports_them_interrupted_and_resume_logs_
     assert driver.returncode == 130, out[-3000:] + log.read_text()[-3000:]
 
     summary = out.splitlines()
-    start = next(i for i, ln in enumerate(summary) if ln.startswith("softmax on digits:"))
+    start = next(i for i, ln in enumerate(summary) if ln.startswith(f"softmax on digits: {NUM_SAMPLES} trials,"))
     header, lines = summary[start], summary[start + 1:start + 1 + NUM_SAMPLES]
     assert "0 pruned" in header, out[-3000:]
     interrupted = [ln for ln in lines if " interrupted " in ln]
@@ -82,7 +82,7 @@ def test_ctrl_c_with_concurrent_trials_reports_them_interrupted_and_resume_logs_
         assert all(r["trial_id"] == rows[0]["trial_id"] for r in rows), "progress.csv columns shifted"
         events = EventAccumulator(str(trial))
         events.Reload()
-        assert [e.step for e in events.Scalars("ray/tune/val_auroc")] == steps, trial.name
+        assert [e.step for e in events.Scalars("val/auroc")] == steps, trial.name
     finished = [t for t in trial_dirs(experiment) if (t / "final_metrics.json").exists()]
     assert finished, resumed[-3000:]
     for trial in finished:

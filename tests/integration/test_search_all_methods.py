@@ -30,6 +30,7 @@ from results_analysis.catalogue import OSR_METRICS
 from results_analysis.metrics import CLUSTERING_METRICS
 from search.cli import Request, build_parser, validate
 from search.main import main
+from search.tensorboard_log import metric_tag
 from spaces import config_from_trial
 from trainables.tasks import Task, task_of, task_splits
 
@@ -222,11 +223,11 @@ def test_study_holds_every_trial_with_the_config_its_space_defines(search):
 
 def test_trials_write_tensorboard_curves_of_the_objective(search):
     for trial in search.trials():
-        # Ray's TensorBoard logger leaves NaN out: an epoch OpenMax could not score has no point.
+        # The TensorBoard logger leaves NaN out: an epoch OpenMax could not score has no point.
         measured = [r[search.metric] for r in results(trial) if not math.isnan(r[search.metric])]
         events = EventAccumulator(str(trial))
         events.Reload()
-        tag = f"ray/tune/{search.metric}"
+        tag = metric_tag(search.metric)  # val_auroc -> val/auroc
         assert (tag in events.Tags()["scalars"]) == bool(measured)
         values = [e.value for e in events.Scalars(tag)] if measured else []
         assert values == pytest.approx(measured)
@@ -271,6 +272,27 @@ def test_exported_yaml_reruns_and_reproduces_the_winner(search, searches):
     # Each (split, seed) run owns its RNG stream, so a trial per run repeats the search's numbers.
     assert rerun["metrics"]["test"][search.name]["mean"] == pytest.approx(
         doc["metrics"]["test"][search.name]["mean"], abs=1e-6)
+
+
+def test_search_and_rerun_write_their_report_into_the_experiment_folder(search, searches):
+    """summary.md/csv and the plots are there when the command ends, without python -m results_analysis."""
+    names = {p.name for p in search.experiment.iterdir()}
+    expected = {"summary.md", "summary.csv", f"val_{search.name}_curves.png", f"test_{search.name}_per_split.png",
+                "optuna_history.png"}
+    if get_method(search.method).primary_score:  # open-set: the chosen config's saved test scores
+        expected |= {"test_roc.png", "test_score_histograms.png"}
+    assert expected <= names, sorted(expected - names)
+    completed = [t for t in study_trials(search.experiment, "search") if t.state == optuna.trial.TrialState.COMPLETE]
+    for plot, what in (("optuna_importances.png", "hyperparameter importances"),
+                       ("optuna_parallel_coordinates.png", "parallel coordinates")):
+        # Two completed trials at least; with fewer the report says why the plot is missing.
+        assert (plot in names) == (len(completed) >= 2)
+        assert (plot in names) or f"{what}: needs 2 completed study trials" in search.out
+    assert f"Report: {search.experiment}/summary.md and " in search.out
+    rc, out, _ = searches.rerun(search.method)
+    rerun = {p.name for p in (search.root / "rerun").iterdir()}
+    assert {"summary.md", "summary.csv"} <= rerun and not any(n.startswith("optuna") for n in rerun)
+    assert f"Report: {search.root / 'rerun'}/summary.md and " in out
 
 
 def test_max_epochs_overrides_the_exported_epochs(search):
