@@ -35,9 +35,11 @@ __all__ = ["DEFAULT_METRICS", "OPTUNA_FILE", "Report", "write_report"]
 DEFAULT_METRICS = ("auroc", "mean_cluster_acc")
 # The study a search keeps in its experiment folder unless --optuna-storage names another database.
 OPTUNA_FILE = "optuna.db"
-# Below this many completed trials fANOVA has nothing to compare and parallel coordinates no lines to
-# tell apart.
+# Below this many completed trials parallel coordinates have no lines to tell apart.
 _MIN_STUDY_TRIALS = 2
+# fANOVA fits a random forest to the completed trials: over 2 of them (the demo's 16 trials with ASHA) it
+# still drew confident-looking bars for 8 hyperparameters. Below this it is not drawn.
+MIN_IMPORTANCE_TRIALS = 5
 
 
 @dataclass
@@ -211,7 +213,8 @@ def _study_plots(study: optuna.Study, target_name: str, out: Path, report: Repor
               if len({json.dumps(t.params.get(p), default=str) for t in trials}) > 1}
     for name, draw, what, needs in (
         ("optuna_history.png", plots.plot_optuna_history, "optimisation history", 1),
-        ("optuna_importances.png", plots.plot_optuna_importances, "hyperparameter importances", _MIN_STUDY_TRIALS),
+        ("optuna_importances.png", plots.plot_optuna_importances, "hyperparameter importances",
+         MIN_IMPORTANCE_TRIALS),
         ("optuna_parallel_coordinates.png", plots.plot_optuna_parallel, "parallel coordinates", _MIN_STUDY_TRIALS),
     ):
         if len(trials) < needs:

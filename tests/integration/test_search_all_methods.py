@@ -28,6 +28,7 @@ from data import load_pool
 from methods import get_method, method_names
 from results_analysis.catalogue import OSR_METRICS
 from results_analysis.metrics import CLUSTERING_METRICS
+from results_analysis.report import MIN_IMPORTANCE_TRIALS
 from search.cli import Request, build_parser, validate
 from search.main import main
 from search.tensorboard_log import metric_tag
@@ -283,11 +284,11 @@ def test_search_and_rerun_write_their_report_into_the_experiment_folder(search, 
         expected |= {"test_roc.png", "test_score_histograms.png"}
     assert expected <= names, sorted(expected - names)
     completed = [t for t in study_trials(search.experiment, "search") if t.state == optuna.trial.TrialState.COMPLETE]
-    for plot, what in (("optuna_importances.png", "hyperparameter importances"),
-                       ("optuna_parallel_coordinates.png", "parallel coordinates")):
-        # Two completed trials at least; with fewer the report says why the plot is missing.
-        assert (plot in names) == (len(completed) >= 2)
-        assert (plot in names) or f"{what}: needs 2 completed study trials" in search.out
+    for plot, what, needs in (("optuna_importances.png", "hyperparameter importances", MIN_IMPORTANCE_TRIALS),
+                              ("optuna_parallel_coordinates.png", "parallel coordinates", 2)):
+        # With fewer completed trials the report says why the plot is missing.
+        assert (plot in names) == (len(completed) >= needs)
+        assert (plot in names) or f"{what}: needs {needs} completed study trials" in search.out
     assert f"Report: {search.experiment}/summary.md and " in search.out
     rc, out, _ = searches.rerun(search.method)
     rerun = {p.name for p in (search.root / "rerun").iterdir()}

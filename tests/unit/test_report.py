@@ -22,7 +22,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 BASE = {"summary.csv", "summary.md", "val_auroc_curves.png", "test_auroc_per_split.png"}
 SCORE_PLOTS = {"test_roc.png", "test_score_histograms.png"}
 STUDY_PLOTS = {"optuna_history.png", "optuna_importances.png", "optuna_parallel_coordinates.png"}
-DISTRIBUTIONS = {"lr": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True),
+DISTRIBUTIONS = {"lr": optuna.distributions.FloatDistribution(1e-6, 1.0, log=True),
                  "anchor_multiplier": optuna.distributions.FloatDistribution(1.0, 20.0)}
 
 
@@ -39,7 +39,7 @@ def _scores(rng: np.random.Generator, splits: list[int], shift: float) -> pd.Dat
     return pd.concat(frames, ignore_index=True)
 
 
-def _experiment(root: Path, study_trials: int | None, scores: bool = True, values=(0.70, 0.80, 0.75)) -> Path:
+def _experiment(root: Path, study_trials: int | None, scores: bool = True, values=(0.70, 0.80, 0.75, 0.72, 0.78)) -> Path:
     """A difair experiment folder: one finished trial per value in ``values`` (validation AUROC; test
     scores the further apart the higher it is), and, unless ``study_trials`` is None, its Optuna study in
     optuna.db with that many of them COMPLETE plus one PRUNED."""
@@ -84,7 +84,7 @@ def _experiment(root: Path, study_trials: int | None, scores: bool = True, value
 
 
 def test_a_search_folder_gets_roc_histograms_and_the_studys_plots(tmp_path):
-    exp = _experiment(tmp_path / "exp", study_trials=3)
+    exp = _experiment(tmp_path / "exp", study_trials=5)
     facecolor = matplotlib.rcParams["axes.facecolor"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -132,7 +132,7 @@ def test_a_study_with_one_completed_trial_gets_its_history_and_says_why_not_the_
     assert not names & {"optuna_importances.png", "optuna_parallel_coordinates.png"}
     assert not (exp / "optuna_importances.png").exists()
     assert report.left_out == [
-        "hyperparameter importances: needs 2 completed study trials, the study has 1",
+        "hyperparameter importances: needs 5 completed study trials, the study has 1",
         "parallel coordinates: needs 2 completed study trials, the study has 1",
     ]
 
@@ -149,7 +149,7 @@ def test_a_rerun_folder_without_study_or_scores_gets_no_such_plots_and_no_databa
 def test_the_command_line_writes_the_new_plots_too(tmp_path, capsys):
     from results_analysis.__main__ import main
 
-    exp = _experiment(tmp_path / "exp", study_trials=3)
+    exp = _experiment(tmp_path / "exp", study_trials=5)
     assert main([str(exp)]) == 0
     out = capsys.readouterr().out
     for name in BASE | SCORE_PLOTS | STUDY_PLOTS:
@@ -159,8 +159,8 @@ def test_the_command_line_writes_the_new_plots_too(tmp_path, capsys):
 # --- at the end of a search (search/main.py report) ---------------------------------------------------
 
 
-def _search(tmp_path: Path, study_trials: int = 3, status: str = "finished"):
-    argv = ["--method", "difair", "--dataset", "digits", "--num-samples", "3", "--splits", "0,1",
+def _search(tmp_path: Path, study_trials: int = 5, status: str = "finished"):
+    argv = ["--method", "difair", "--dataset", "digits", "--num-samples", "5", "--splits", "0,1",
             "--storage-path", str(tmp_path / "results"), "--name", "exp"]
     request = validate(build_parser().parse_args(argv), argv)
     exp = _experiment(Path(request.experiment_path), study_trials=study_trials)
@@ -214,7 +214,7 @@ def test_a_remote_experiment_gets_the_report_of_its_local_mirror_copied_up(tmp_p
     the trials (a file:// URI stands in for a bucket: the same pyarrow calls)."""
     from search.report import write_analysis_report
 
-    mirror = _experiment(tmp_path / "scratch" / "exp", study_trials=3)
+    mirror = _experiment(tmp_path / "scratch" / "exp", study_trials=5)
     (tmp_path / "bucket" / "exp").mkdir(parents=True)  # where the search's trials already are
     remote = f"file://{tmp_path / 'bucket' / 'exp'}"
     lines = write_analysis_report(remote, mirror, "val_auroc", None, "exp")
