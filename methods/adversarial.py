@@ -34,6 +34,7 @@ from methods.base import (
     MethodConfig,
     Range,
 )
+from methods.execution import Execution
 from methods.optim import constant_or_cosine
 from methods.presets import REFERENCE, Preset
 from methods.registry import register
@@ -340,7 +341,7 @@ class Adversarial(Method):
             logs = self.step(x1, y1, x2, y2)
             if self.baseline is not None:
                 base = independent_step(self.baseline, self.baseline_optimizer, x1, y1, x2, y2,
-                                        self.config.ce_weight)
+                                        self.config.ce_weight, self.execution)
                 logs.update({f"base_{k}": v for k, v in base.items()})
             for key, value in logs.items():
                 # Summed on the device: a .item() per step would sync the GPU every batch.
@@ -355,7 +356,7 @@ class Adversarial(Method):
     def step(self, x1: torch.Tensor, y1: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor) -> dict[str, torch.Tensor]:
         """One training step of the configured mode on the two half-batches; returns its losses."""
         if self.config.mode == "none":
-            return independent_step(self.pair, self.optimizer, x1, y1, x2, y2)
+            return independent_step(self.pair, self.optimizer, x1, y1, x2, y2, execution=self.execution)
         if self.config.mode == "joint":
             return self.joint_step(x1, y1, x2, y2)
         return self.alternating_step(x1, y1, x2, y2)
@@ -365,25 +366,23 @@ class Adversarial(Method):
         """§6.1: D learns on detached representations; then the classifiers step against the updated D,
         whose weights take no gradient in that pass."""
         c = self.config
-        l1, h1, l2, h2 = self.pair(x1, x2)
+        l1, h1, l2, h2 = self.run_network(self.pair, x1, x2)
         same = same_class_targets(y1, y2)
         for _ in range(c.d_steps):
-            d_logits = self.discriminator(h1.detach(), h2.detach())
+            d_logits = self.run_network(self.discriminator, h1.detach(), h2.detach())
             d_loss = discriminator_loss(d_logits, same, c.pair_weighting)
             self.d_optimizer.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.d_optimizer.step()
+            self.execution.backward_step(d_loss, self.d_optimizer)
         self.discriminator.requires_grad_(False)
         try:
-            d_logits = self.discriminator(h1, h2)
+            d_logits = self.run_network(self.discriminator, h1, h2)
         finally:
             self.discriminator.requires_grad_(True)
         ce1, ce2 = F.cross_entropy(l1, y1), F.cross_entropy(l2, y2)
         adv = adversarial_term(d_logits, same, c.adv_target)
         loss = classifier_objective(ce1, ce2, adv, c.ce_weight)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.execution.backward_step(loss, self.optimizer)
         return {"train_loss": loss, "ce_c1": ce1, "ce_c2": ce2, "adv_loss": adv, "d_loss": d_loss,
                 **_d_readout(d_logits.detach(), same)}
 
@@ -392,18 +391,16 @@ class Adversarial(Method):
         """§6.2, the reference's update: one forward of D on the non-detached representations, one
         backward of J into all three networks, then all three step. Not a min–max game."""
         c = self.config
-        l1, h1, l2, h2 = self.pair(x1, x2)
+        l1, h1, l2, h2 = self.run_network(self.pair, x1, x2)
         same = same_class_targets(y1, y2)
-        d_logits = self.discriminator(h1, h2)
+        d_logits = self.run_network(self.discriminator, h1, h2)
         d_loss = discriminator_loss(d_logits, same, "none")  # the reference's unweighted mean
         ce1, ce2 = F.cross_entropy(l1, y1), F.cross_entropy(l2, y2)
         adv = adversarial_term(d_logits, same, c.adv_target)
         loss = joint_objective(d_loss, ce1, ce2, adv, c.ce_weight)
         self.optimizer.zero_grad(set_to_none=True)
         self.d_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.d_optimizer.step()
-        self.optimizer.step()
+        self.execution.backward_step(loss, self.d_optimizer, self.optimizer)
         return {"train_loss": loss, "ce_c1": ce1, "ce_c2": ce2, "adv_loss": adv, "d_loss": d_loss,
                 **_d_readout(d_logits.detach(), same)}
 
@@ -418,7 +415,7 @@ class Adversarial(Method):
         logits: dict[str, list[list[torch.Tensor]]] = {prefix: [[], []] for prefix in pairs}
         for x in batches:
             for prefix, pair in pairs.items():
-                l1, _, l2, _ = pair(x, x)
+                l1, _, l2, _ = self.run_network(pair, x, x)
                 logits[prefix][0].append(l1.float())
                 logits[prefix][1].append(l2.float())
         result: dict[str, np.ndarray] = {}
@@ -438,7 +435,7 @@ class Adversarial(Method):
 
     def batchnorm_forward(self, x: torch.Tensor) -> None:
         for pair in self.batchnorm_networks():
-            pair(x, x)
+            self.run_network(pair, x, x)
 
     def state_dict(self) -> dict[str, Any]:
         state = {"pair": self.pair.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -459,16 +456,19 @@ class Adversarial(Method):
 
 
 def independent_step(pair: ClassifierPair, optimizer: torch.optim.Optimizer, x1: torch.Tensor, y1: torch.Tensor,
-                     x2: torch.Tensor, y2: torch.Tensor, ce_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                     x2: torch.Tensor, y2: torch.Tensor, ce_weight: float = 1.0,
+                     execution: Execution | None = None) -> dict[str, torch.Tensor]:
     """§6.3: each classifier on cross-entropy of its own half-batch, no discriminator. ``ce_weight`` w
     makes it the adversarial objective w·CE₁ + w·CE₂ with A = 0 (the in-run baseline), so the baseline
-    differs from the pair by the adversary alone and not by a learning rate w times larger."""
-    l1, _, l2, _ = pair(x1, x2)
+    differs from the pair by the adversary alone and not by a learning rate w times larger. ``execution``:
+    the method's precision and loss scaling (None: fp32 on the pair's device, uncompiled)."""
+    if execution is None:
+        execution = Execution("fp32", next(pair.parameters()).device)
+    l1, _, l2, _ = execution.run(pair, x1, x2)
     ce1, ce2 = F.cross_entropy(l1, y1), F.cross_entropy(l2, y2)
     loss = ce_weight * (ce1 + ce2)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    execution.backward_step(loss, optimizer)
     return {"train_loss": loss, "ce_c1": ce1, "ce_c2": ce2}
 
 

@@ -18,6 +18,7 @@ import torch
 from data.augment import AugmentPolicy, policy_for
 from data.pools import TRUNK_INPUT_SIZE
 from methods.backbones import BACKBONES, resolve_backbone
+from methods.execution import PRECISIONS, Execution
 from methods.optim import DecoupledSGD, cycle_shape, lr_at_epoch
 
 if typing.TYPE_CHECKING:
@@ -104,6 +105,12 @@ class MethodConfig:
     ``ranges``: the valid range of each numeric key the class declares (see ``SHARED_RANGES``)."""
 
     ranges: ClassVar[dict[str, Range]] = {}
+    # How the networks run, for every method (methods/execution.py), not a hyperparameter: the precision of
+    # their forward passes (``auto``: bf16 on CUDA, fp32 on a CPU) and whether they are torch.compile'd.
+    EXECUTION_KEYS: ClassVar[tuple[str, ...]] = ("precision", "compile")
+
+    precision: str = "auto"
+    compile: bool = False
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> MethodConfig:
@@ -127,14 +134,21 @@ class MethodConfig:
             if (rng is not None and isinstance(number, int | float) and not isinstance(number, bool)
                     and not rng.contains(number)):
                 raise ValueError(_refusal(cls, key, hints[key], number))
+        precision = coerced.get("precision", "auto")
+        if precision not in PRECISIONS:  # checked here: the methods' own __post_init__ do not chain to this one
+            raise ValueError(f"config key 'precision': precision must be one of {', '.join(PRECISIONS)}; got "
+                             f"{precision!r}; e.g. precision: auto")
         try:
             return cls(**coerced)
         except ValueError as err:  # a method's own check (a choice, or keys that must agree)
             raise ValueError(_explain(cls, coerced, err)) from None
 
     def to_dict(self) -> dict[str, Any]:
-        # Lists, not tuples: YAML's safe dumper and JSON round-trip lists only.
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        # Lists, not tuples: YAML's safe dumper and JSON round-trip lists only. The execution keys last:
+        # they are the base class's fields, which dataclasses would put first.
+        values = dataclasses.asdict(self)
+        ordered = [k for k in values if k not in self.EXECUTION_KEYS] + list(self.EXECUTION_KEYS)
+        return {k: list(values[k]) if isinstance(values[k], tuple) else values[k] for k in ordered}
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -285,9 +299,20 @@ class Method(abc.ABC):
     # method has no open-set score (the clustering tasks).
     primary_score: ClassVar[str | None] = None
 
+    # Whether its networks' inputs have fixed shapes (images of one size; batches of one size but the
+    # last): then cuDNN autotunes its convolutions once per shape (trainables/split_run.py).
+    fixed_input_shapes: ClassVar[bool] = True
+
     def __init__(self, config: MethodConfig, info: DataInfo) -> None:
         self.config = config
         self.info = info
+        # The precision (resolved for the device), compile and gradient scaler every network runs with.
+        self.execution = Execution(config.precision, info.device, config.compile)
+
+    def run_network(self, module: torch.nn.Module, *inputs: Any, **kwargs: Any) -> Any:
+        """``module(*inputs)`` at the run's precision, floating outputs in fp32 (methods/execution.py):
+        how a method runs its networks in training, evaluation and BatchNorm passes alike."""
+        return self.execution.run(module, *inputs, **kwargs)
 
     @classmethod
     def input_size(cls, config: MethodConfig, dataset: str, native_size: int) -> int:
@@ -437,11 +462,13 @@ class SupervisedMethod(Method):
     def build_model(self) -> torch.nn.Module: ...
 
     @abc.abstractmethod
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The batch's loss; the model runs through ``run_network``, so the loss is computed in fp32."""
 
     @abc.abstractmethod
     def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``pred`` and ``score_<name>`` tensors for one batch, in eval mode without gradients."""
+        """``pred`` and ``score_<name>`` tensors for one batch, in eval mode without gradients; the model
+        runs through ``run_network``, so the scores are computed in fp32."""
 
     def lr_for_epoch(self, epoch: int) -> float:
         c = self.config
@@ -466,8 +493,7 @@ class SupervisedMethod(Method):
         for x, y in batches:
             loss = self.loss(x, y)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.execution.backward_step(loss, self.optimizer)
             # Accumulate on the device: a .item() per step would sync the GPU every batch.
             total += loss.detach() * len(y)
             seen += len(y)
@@ -480,7 +506,7 @@ class SupervisedMethod(Method):
         return [self.model]
 
     def batchnorm_forward(self, x: torch.Tensor) -> None:
-        self.model(x)
+        self.run_network(self.model, x)
 
     @torch.no_grad()
     def collect_outputs(self, batches: Iterable[torch.Tensor]) -> dict[str, np.ndarray]:

@@ -177,11 +177,16 @@ class CDNetwork(nn.Module):
         z = self.projector(h)
         return h, z, self.predictor(z)
 
-    def readout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h, f) of un-augmented native images, resized to ``image_size`` first (§4 evaluation transform)."""
+    def resized(self, x: torch.Tensor) -> torch.Tensor:
+        """Un-augmented native images resized to ``image_size`` (§4 evaluation transform), in fp32: the
+        network then runs on them at the run's precision (``Method.run_network``)."""
         if x.shape[-1] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        h, _, f = self(x)
+        return x
+
+    def readout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, f) of un-augmented native images, resized to ``image_size`` first."""
+        h, _, f = self(self.resized(x))
         return h, f
 
 
@@ -298,14 +303,16 @@ class ContrastiveDisentangling(Method):
                 continue  # drop_last, as the reference (§3.1): every step contrasts a full batch
             v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in two_views(x, self.views))
             # One forward per view, as the reference: BatchNorm statistics are per view.
-            _, z1, f1 = self.model(v1)
-            _, z2, f2 = self.model(v2)
+            _, z1, f1 = self.run_network(self.model, v1)
+            _, z2, f2 = self.run_network(self.model, v2)
             parts = cd_objective(z1, z2, f1, f2, c.tau_instance, c.tau_feature, c.entropy_weight)
             self.optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
+            self.execution.backward(parts["loss"])
             if c.grad_clip is not None:
+                self.execution.unscale(self.optimizer)  # clip the true gradients, not fp16's scaled ones
                 nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            self.optimizer.step()
+            self.execution.step(self.optimizer)
+            self.execution.update()
             totals += torch.stack([parts[k].detach() for k in ("loss", "instance", "feature", "entropy")])
             steps += 1
         if steps == 0:
@@ -321,7 +328,7 @@ class ContrastiveDisentangling(Method):
         self.model.eval()
         hs, fs = [], []
         for x in batches:
-            h, f = self.model.readout(x)
+            h, _, f = self.run_network(self.model, self.model.resized(x))
             hs.append(h.float())
             fs.append(f.float())
         return {"h": torch.cat(hs).cpu().numpy(), "f": torch.cat(fs).cpu().numpy()}
@@ -330,7 +337,7 @@ class ContrastiveDisentangling(Method):
         return [self.model]
 
     def batchnorm_forward(self, x: torch.Tensor) -> None:
-        self.model.readout(x)
+        self.run_network(self.model, self.model.resized(x))
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}

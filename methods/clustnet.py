@@ -251,7 +251,7 @@ class ClustNet(Method):
     def forward(self, x: torch.Tensor, sample: bool, generator: torch.Generator | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(gated log-probabilities o, expert log-probabilities ℓ, gate distribution π)."""
-        log_probs, pi = self.model(x)
+        log_probs, pi = self.run_network(self.model, x)
         gate = select_experts(pi, sample, soft=self.config.decision == "SD", generator=generator)
         return gated_log_probs(log_probs, gate), log_probs, pi
 
@@ -274,9 +274,7 @@ class ClustNet(Method):
             loss = clustnet_loss(mixed, t, pi, c.balance_weight)
             self.opt_gate.zero_grad(set_to_none=True)
             self.opt_det.zero_grad(set_to_none=True)
-            loss.backward()
-            for optimizer in self.optimizer_for_batch(index):
-                optimizer.step()
+            self.execution.backward_step(loss, *self.optimizer_for_batch(index))
             total += loss.detach() * len(t)  # summed on the device: no sync per step
             seen += len(t)
         train_loss = (total / max(seen, 1)).item()
@@ -308,7 +306,7 @@ class ClustNet(Method):
         return [self.model]
 
     def batchnorm_forward(self, x: torch.Tensor) -> None:
-        self.model.encoder(x)  # the only BatchNorm layers; gate and experts read its output
+        self.run_network(self.model.encoder, x)  # the only BatchNorm layers; gate and experts read its output
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt_gate": self.opt_gate.state_dict(),

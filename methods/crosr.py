@@ -191,9 +191,9 @@ class Crosr(OpenMaxScoring, SupervisedMethod):
         return step_lr(epoch, self.config.lr, self.config.step_epochs, self.config.step_gamma)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits, recon, _ = self.model(x)
+        logits, recon, _ = self.run_network(self.model, x)
         return crosr_loss(logits, recon, y, x, self.config.recon_weight)
 
     def activations(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, _, latents = self.model(x)
+        logits, _, latents = self.run_network(self.model, x)
         return logits, activation_vector(logits, latents, self.config.av, self.config.av_pool)

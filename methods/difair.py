@@ -154,7 +154,7 @@ class Difair(SupervisedMethod):
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         c = self.config
-        z = self.model(x)
+        z = self.run_network(self.model, x)
         loss = hypersphere_loss(z, y, self.anchors, self.radius, c.smooth_coef)
         if c.corr_penalty_weight > 0 and c.features_per_class > 1:
             penalty = decorrelation_penalty(self.model.head.weight, self.info.num_known, c.features_per_class)
@@ -162,7 +162,7 @@ class Difair(SupervisedMethod):
         return loss
 
     def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        z = self.model(x)
+        z = self.run_network(self.model, x)
         distances = torch.cdist(z, self.anchors)
         min_distance, pred = distances.min(dim=1)
         return {

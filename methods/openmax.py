@@ -187,5 +187,5 @@ class OpenMax(OpenMaxScoring, Softmax):
                                   {**recipe.config, **OpenMaxSettings.reference_head()}, recipe.run, recipe.not_built)}
 
     def activations(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x)
+        logits = self.run_network(self.model, x)
         return logits, logits

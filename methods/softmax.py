@@ -107,8 +107,8 @@ class Softmax(SupervisedMethod):
         return LinearHeadNet(build_backbone(c.backbone, info.channels, info.image_size, c.dropout), info.num_known)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.model(x), y, label_smoothing=self.config.label_smoothing)
+        return F.cross_entropy(self.run_network(self.model, x), y, label_smoothing=self.config.label_smoothing)
 
     def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.model(x)
+        logits = self.run_network(self.model, x)
         return {"pred": logits.argmax(dim=1), "score_mls": mls_score(logits), "score_msp": msp_score(logits)}

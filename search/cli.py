@@ -470,6 +470,9 @@ def validate(args: argparse.Namespace, argv: list[str]) -> Request:
         except (ValueError, TypeError) as err:
             raise UsageError(f"{source}: {err}") from None
         fixed = {k: parsed[k] for k in fixed}  # as the method reads them: PyYAML leaves 1e-3 a string
+        if parsed["precision"] == "fp16" and gpus <= 0:  # refused here rather than by every trial
+            raise UsageError(f"{source}: precision fp16 needs a GPU (loss scaling, tensor cores) and "
+                             "--gpus-per-trial is 0; set precision: bf16 or fp32, or give --gpus-per-trial")
         max_epochs = int(fixed.get("epochs", method_cls.Config().epochs))
         n_seeds = args.seeds or method_cls.rerun_seeds(dataset)
     else:

@@ -102,8 +102,11 @@ class SplitRun:
             # Before anything reads the model in eval mode (OpenMax's class means included). Once per
             # weight change: recomputing is deterministic, so a restored checkpoint evaluates the same.
             method = self.method
-            refresh_statistics(method.batchnorm_networks(), method.batchnorm_forward,
-                               lambda: self.eval_batches("train"))
+            # Uncompiled: the statistics are gathered by hooks on the BatchNorm layers, which a compiled
+            # graph would not call. At the run's precision all the same, as evaluation sees its inputs.
+            with method.execution.eager():
+                refresh_statistics(method.batchnorm_networks(), method.batchnorm_forward,
+                                   lambda: self.eval_batches("train"))
             self._statistics_current = True
         self.method.prepare_evaluation(lambda: self.labelled_batches("train"))
         return self.method.evaluate(self.eval_batches(part))
@@ -133,6 +136,11 @@ def build_split_run(method_name: str, hparams: Mapping[str, Any], bundle: DataBu
               device: torch.device, final_train_fraction: float = PROTOCOL_TRAIN_FRACTION) -> SplitRun:
     method_cls = get_method(method_name)
     config = method_cls.Config.from_dict(hparams)
+    if device.type == "cuda":
+        # Autotune each convolution once per input shape: a trial sees a handful (the training batch, the
+        # epoch's last partial batch, the evaluation batches), each tuned once per worker, then reused
+        # every epoch. Set on every run: a reused worker may have run a method that declares otherwise.
+        torch.backends.cudnn.benchmark = method_cls.fixed_input_shapes
     split = bundle.splits[split_id]
     native = bundle.train_x.shape[-1]
     size = method_cls.input_size(config, bundle.dataset, native)

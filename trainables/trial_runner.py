@@ -115,7 +115,9 @@ class TrialRunner(abc.ABC):
             "method": self.method_name,
             "dataset": self.dataset,
             "config": self.config.to_dict(),
-            "derived": self.derived(),
+            # With how the networks ran, for every task (methods/execution.py): the precision ``auto``
+            # resolved to on this device, and whether they were compiled.
+            "derived": {**self.derived(), **self.runs[0].method.execution.describe()},
             "setting": self.setting(),
             "conventions": self.runs[0].split.convention,
             "status": status,
@@ -166,7 +168,10 @@ class TrialRunner(abc.ABC):
             "epoch": epoch,
             # cuda_rng: dropout on a GPU draws from the CUDA RNG, not the CPU one (None on a CPU run).
             "runs": {r.key: {"method": r.method.state_dict(), "generator": r.generator.get_state(),
-                             "rng": r.rng_state, "cuda_rng": r.cuda_rng_state} for r in self.runs},
+                             "rng": r.rng_state, "cuda_rng": r.cuda_rng_state,
+                             # fp16's loss scale (methods/execution.py); nothing at fp32 and bf16.
+                             **({"execution": r.method.execution.state_dict()}
+                                if r.method.execution.state_dict() else {})} for r in self.runs},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> int:
@@ -178,6 +183,7 @@ class TrialRunner(abc.ABC):
             run.generator.set_state(saved["generator"])
             run.rng_state = saved["rng"]
             run.cuda_rng_state = saved.get("cuda_rng")  # absent from checkpoints written before it was kept
+            run.method.execution.load_state_dict(saved.get("execution", {}))
         return int(state["epoch"])
 
 

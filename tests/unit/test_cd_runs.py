@@ -50,7 +50,8 @@ def test_epochs_report_kmeans_validation_and_the_end_files_label_the_setting(dig
     assert last["val_backbone_nmi"] > 0.3  # k-means on learned features finds digit structure already
     final = runs.write_final(tmp_path, "t0", last)
     assert json.loads((tmp_path / "final_metrics.json").read_text()) == json.loads(json.dumps(final, sort_keys=True))
-    assert final["derived"] == {"backbone": "cnn4_native", "image_size": 8, "epochs": 2, "transductive": False}
+    assert final["derived"] == {"backbone": "cnn4_native", "image_size": 8, "epochs": 2, "transductive": False,
+                                "precision": "fp32", "compile": False}  # the CPU resolves precision auto to fp32
     assert final["setting"]["label"] == "reduced setting"  # digits: no published CD setting
     tests = {r["metric"]: r["value"] for r in final["records"] if r["phase"] == "test"}
     assert set(tests) == set(CLUSTERING_METRICS)
