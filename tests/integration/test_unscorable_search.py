@@ -55,7 +55,8 @@ def test_diverging_config_file_ends_errored_once(ray_session, tmp_path, capsys):
                        "--storage-path", str(tmp_path / "results"), "--name", "rerun"], capsys)
     assert rc == 1, out
     assert "softmax on digits: 1 trials, 0 finished, 0 pruned, 1 errored, 0 unscorable" in out
-    (line,) = [ln for ln in out.splitlines() if " errored " in ln and "DivergedError" in ln]
+    summary = out[out.index("softmax on digits: 1 trials"):]  # the progress lines before it name the error too
+    (line,) = [ln for ln in summary.splitlines() if " errored " in ln and "DivergedError" in ln]
     assert "DivergedError: softmax: train loss became" in line and "0 epochs" in line
     assert "restarted" not in out
     (folder,) = trial_dirs(tmp_path / "results" / "rerun")
