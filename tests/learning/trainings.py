@@ -30,6 +30,17 @@ import torch
 from repo_paths import MNIST_ROOT
 
 MNIST_PRESENT = (MNIST_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+# A training draws on the first ``train_images`` of MNIST's 60,000 training images (the training set is
+# shuffled: every digit is there about equally often) and is judged on all 10,000 test images. Three
+# jobs take the first 40,000, which keeps each check's margin (measured 2026-12-03, one torch thread,
+# 40,000 against 60,000 images; 20,000 fell below: CROSR 0.899, OpenMax 0.884, DIFAIR 0.733 AUROC):
+#   crosr        test AUROC 0.944 / 0.981, accuracy 0.982 / 0.982 (80 s against 114 s)
+#   openmax      OpenMax AUROC 0.942 / 0.961, MLS 0.959 / 0.982, MSP 0.960 / 0.982, accuracy 0.984 / 0.988
+#                (45 s against 79 s)
+#   adversarial  accuracy C1 0.970 / 0.970, C2 0.981 / 0.987, AUROC 0.960 / 0.958 (34 s against 47 s)
+# DIFAIR and ClustNet keep all 60,000: DIFAIR's AUROC fell with fewer (0.733 at 20,000), and ClustNet's
+# clustering accuracy, the noisiest check, had a margin of 0.045 at 30,000.
+ALL_TRAIN_IMAGES = 60_000
 
 # The 3-epoch recipe is one cosine cycle (restarts 0, no warm-up) at lr 0.1: with the spec's 600-epoch
 # schedule shape (10 warm-up epochs, 2 restarts) three epochs would never leave the warm-up.
@@ -37,8 +48,8 @@ COSINE_3_EPOCHS = {"warmup_epochs": 0, "restarts": 0, "lr": 0.1}
 OPEN_SET_EPOCHS = 3
 # The config the MNIST benchmark's search chose on validation for the softmax baseline (and OpenMax: the
 # same sampler seed drew the same network recipe), 4 trials × 3 epochs on split 0 (bench/RESULTS.md,
-# 2026-12-02): label smoothing, batch 32, one cosine cycle per epoch. Measured with this training, one
-# torch thread (2026-12-03): test AUROC 0.9645 (OpenMax), 0.984 (MLS), 0.9845 (MSP), accuracy 0.990,
+# 2026-12-02): label smoothing, batch 32, one cosine cycle per epoch. Measured with this training on all
+# 60,000 training images, one torch thread (2026-12-03; on 40,000 see above): test AUROC 0.9645 (OpenMax), 0.984 (MLS), 0.9845 (MSP), accuracy 0.990,
 # validation AUROC 0.9647; with COSINE_3_EPOCHS it was 0.886 / 0.891 / 0.921 on one thread.
 SEARCHED_SOFTMAX_3_EPOCHS = {
     "lr": 0.12520653814999466, "batch_size": 32, "label_smoothing": 0.5813047017599905, "dropout": 0.2,
@@ -46,6 +57,7 @@ SEARCHED_SOFTMAX_3_EPOCHS = {
     "momentum": 0.9, "weight_decay": 0.0001, "aug_mode": "torchvision", "aug_magnitude": 9,
     "tailsize": 50, "alpha_rank": 4, "distance": "eucos",
 }
+OPEN_SET_TRAIN_IMAGES = {"difair": ALL_TRAIN_IMAGES, "openmax": 40_000, "crosr": 40_000}
 OPEN_SET = {  # method: its recipe's overrides of the defaults
     "difair": COSINE_3_EPOCHS,
     # openmax is the softmax baseline's network, recipe and RNG stream with OpenMax on its logits, so
@@ -68,6 +80,7 @@ CLUSTNET_SEEDS = [0, 1, 2]
 # schedule at lr 0.05, batch 128 (64 per classifier). The in-run baseline is off: it would double the
 # training and is checked on digits (tests/unit/test_adversarial_runs.py).
 ADVERSARIAL = {"lr_cls": 0.05, "lr_schedule": "cosine", "batch_size": 128, "in_run_baseline": False}
+ADVERSARIAL_TRAIN_IMAGES = 40_000
 ADVERSARIAL_EPOCHS = 2  # the issue asks for "within 3 epochs"; two keep the suite inside its time budget
 
 # Contrastive Disentangling (contrastive_disentangling.md) on MNIST without labels: the project's small
@@ -87,20 +100,23 @@ def phase_metrics(records: list[dict[str, Any]], phase: str = "test") -> pd.Seri
 
 
 @functools.cache
-def mnist_pool():
-    """The whole MNIST pool, read once per worker process."""
+def mnist_pool(train_images: int = ALL_TRAIN_IMAGES):
+    """MNIST with its first ``train_images`` training images and every test image, once per worker."""
+    import dataclasses
+
     from data import load_pool
 
-    return load_pool("mnist", MNIST_ROOT)
+    full = load_pool("mnist", MNIST_ROOT)
+    return dataclasses.replace(full, train_x=full.train_x[:train_images], train_y=full.train_y[:train_images])
 
 
 @functools.cache
-def mnist_split0():
+def mnist_split0(train_images: int = ALL_TRAIN_IMAGES):
     """Open-set split 0 of MNIST (the open-set methods and the adversarial pair), once per worker."""
     from data import make_split
     from trainables.device_data import DataBundle
 
-    pool = mnist_pool()
+    pool = mnist_pool(train_images)
     return DataBundle.from_pool(pool, {0: make_split(pool, 0)})
 
 
@@ -126,7 +142,7 @@ def open_set_config(method: str) -> dict[str, Any]:
 def train_open_set(method: str) -> OpenSetTraining:
     from trainables.open_set import OpenSetRunner
 
-    runs = OpenSetRunner(open_set_config(method), mnist_split0(), torch.device("cpu"))
+    runs = OpenSetRunner(open_set_config(method), mnist_split0(OPEN_SET_TRAIN_IMAGES[method]), torch.device("cpu"))
     run = runs.runs[0]
     model = run.method.model
     trunk = type(getattr(model, "backbone", model)).__name__
@@ -182,7 +198,7 @@ ADVERSARIAL_CONFIG = {"method": "adversarial", "dataset": "mnist", "splits": [0]
 def train_adversarial() -> AdversarialTraining:
     from trainables.open_set import OpenSetRunner
 
-    runs = OpenSetRunner(ADVERSARIAL_CONFIG, mnist_split0(), torch.device("cpu"))
+    runs = OpenSetRunner(ADVERSARIAL_CONFIG, mnist_split0(ADVERSARIAL_TRAIN_IMAGES), torch.device("cpu"))
     method = runs.runs[0].method
     logs = [runs.runs[0].train_epoch(runs.batch_size, epoch) for epoch in range(ADVERSARIAL_EPOCHS)]
     return AdversarialTraining(method.config.mode, method.pair.c1.representation_channels, logs,
@@ -239,16 +255,18 @@ class Job:
 
 
 def open_set_job(method: str, minutes: float, threads: int = 1) -> Job:
-    return Job(open_set_config(method), "mnist split 0", lambda: train_open_set(method), minutes, threads)
+    data = f"mnist train[:{OPEN_SET_TRAIN_IMAGES[method]}] split 0"
+    return Job(open_set_config(method), data, lambda: train_open_set(method), minutes, threads)
 
 
 JOBS: dict[str, Job] = {
-    "difair": open_set_job("difair", 1.8),
-    "openmax": open_set_job("openmax", 2.6),
-    "crosr": open_set_job("crosr", 2.6),
-    "clustnet": Job(CLUSTNET_CONFIG, "mnist whole-dataset split", train_clustnet, 2.7),
-    "adversarial": Job(ADVERSARIAL_CONFIG, "mnist split 0", train_adversarial, 1.4),
-    "cd": Job(CD_CONFIG, f"mnist train[:{CD_TRAIN}] + test[:{CD_TEST}], transductive", train_cd, 1.7,
+    "difair": open_set_job("difair", 1.2),
+    "openmax": open_set_job("openmax", 0.75),
+    "crosr": open_set_job("crosr", 1.3),
+    "clustnet": Job(CLUSTNET_CONFIG, "mnist whole-dataset split", train_clustnet, 1.8),
+    "adversarial": Job(ADVERSARIAL_CONFIG, f"mnist train[:{ADVERSARIAL_TRAIN_IMAGES}] split 0", train_adversarial,
+                       0.6),
+    "cd": Job(CD_CONFIG, f"mnist train[:{CD_TRAIN}] + test[:{CD_TEST}], transductive", train_cd, 0.9,
               threads=2),
 }
 
