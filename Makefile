@@ -14,8 +14,8 @@ test: env
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-# The unit tier without Ray or MNIST: pure functions, methods, data, specs. 69 s on this 2-core machine,
-# nothing else running (2026-12-02); many times that while another run trains beside it.
+# The unit tier without Ray or MNIST: pure functions, methods, data, specs. 92 s on this 2-core machine,
+# nothing else running (2026-12-03); many times that while another run trains beside it.
 test-fast: env
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests/unit -m "not mnist and not ray and not slow"
