@@ -49,8 +49,9 @@ OPEN_SET_EPOCHS = 3
 # The config the MNIST benchmark's search chose on validation for the softmax baseline (and OpenMax: the
 # same sampler seed drew the same network recipe), 4 trials × 3 epochs on split 0 (bench/RESULTS.md,
 # 2026-12-02): label smoothing, batch 32, one cosine cycle per epoch. Measured with this training on all
-# 60,000 training images, one torch thread (2026-12-03; on 40,000 see above): test AUROC 0.9645 (OpenMax), 0.984 (MLS), 0.9845 (MSP), accuracy 0.990,
-# validation AUROC 0.9647; with COSINE_3_EPOCHS it was 0.886 / 0.891 / 0.921 on one thread.
+# 60,000 training images, one torch thread (2026-12-03; on 40,000 see above): test AUROC 0.9645
+# (OpenMax), 0.984 (MLS), 0.9845 (MSP), accuracy 0.990, validation AUROC 0.9647; with COSINE_3_EPOCHS it
+# was 0.886 / 0.891 / 0.921 on one thread.
 SEARCHED_SOFTMAX_3_EPOCHS = {
     "lr": 0.12520653814999466, "batch_size": 32, "label_smoothing": 0.5813047017599905, "dropout": 0.2,
     "lr_schedule": "cosine_restarts", "restarts": 2, "warmup_epochs": 0, "optimizer": "sgd_decoupled",
