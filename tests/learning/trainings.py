@@ -101,13 +101,19 @@ def phase_metrics(records: list[dict[str, Any]], phase: str = "test") -> pd.Seri
 
 
 @functools.cache
+def mnist_files():
+    """The whole MNIST pool, read from disk once per worker process (jobs of either size share it)."""
+    from data import load_pool
+
+    return load_pool("mnist", MNIST_ROOT)
+
+
+@functools.cache
 def mnist_pool(train_images: int = ALL_TRAIN_IMAGES):
     """MNIST with its first ``train_images`` training images and every test image, once per worker."""
     import dataclasses
 
-    from data import load_pool
-
-    full = load_pool("mnist", MNIST_ROOT)
+    full = mnist_files()
     return dataclasses.replace(full, train_x=full.train_x[:train_images], train_y=full.train_y[:train_images])
 
 
