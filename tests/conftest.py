@@ -1,6 +1,7 @@
 """Applies to every tier folder under tests/ (unit, integration, learning). Makes the helper modules
 here (trial_files, repo_paths, cli_refusal) importable from any of them, and holds the one Ray instance
-per session, started only when a test asks for it and stopped only if we started it."""
+per session (per worker process under pytest-xdist, as `make test` runs tests/integration), started only
+when a test asks for it and stopped only if we started it."""
 
 from __future__ import annotations
 
